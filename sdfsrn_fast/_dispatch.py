@@ -1,0 +1,161 @@
+"""The public ``render()``: checks its arguments once, then hands them to a backend chosen per call.
+
+Backends register here in order of preference for ``backend="auto"``. Each says whether it can run in this
+process at all (``available``) and whether it can take this call (``supports``: device, dtype, decoder kind).
+Nothing is imported or compiled at import time; a backend loads its heavy parts on first use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from ._reference import render_reference
+from .models import SDFDecoder
+
+__all__ = ["render", "available_backends"]
+
+
+@dataclass(frozen=True)
+class _Backend:
+    name: str
+    run: Callable[..., torch.Tensor]
+    # None when the backend can run in this process, else the reason it cannot.
+    unavailable: Callable[[], Optional[str]]
+    # None when the backend can take this (decoder, z), else the reason it cannot.
+    unsupported: Callable[[object, torch.Tensor], Optional[str]]
+
+
+def _run_reference(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter):
+    return render_reference(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, jitter)
+
+
+_BACKENDS: dict[str, _Backend] = {
+    "reference": _Backend("reference", _run_reference, lambda: None, lambda decoder, z: None),
+}
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that can run in this process, in the order ``backend="auto"`` tries them."""
+    return [name for name, b in _BACKENDS.items() if b.unavailable() is None]
+
+
+def _pick_backend(name: str, decoder, z) -> _Backend:
+    if name == "auto":
+        for b in _BACKENDS.values():
+            if b.unavailable() is None and b.unsupported(decoder, z) is None:
+                return b
+        raise RuntimeError("render: no backend can take this call")  # unreachable: reference takes all
+    if name not in _BACKENDS:
+        raise ValueError(f"render: unknown `backend` {name!r}; choose 'auto' or one of {list(_BACKENDS)}")
+    b = _BACKENDS[name]
+    reason = b.unavailable() or b.unsupported(decoder, z)
+    if reason is not None:
+        raise RuntimeError(f"render: backend {name!r} cannot run this call: {reason}")
+    return b
+
+
+def _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter):
+    if not callable(decoder):
+        raise TypeError(f"render: `decoder` must be an SDFDecoder or a callable (z, points) -> sdf, got {decoder!r}")
+    tensors = {"z": z, "origins": origins, "directions": directions, "near": near, "far": far, "valid": valid}
+    if jitter is not None:
+        tensors["jitter"] = jitter
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"render: `{name}` must be a torch.Tensor, got {type(t).__name__}")
+    if z.dim() != 2:
+        raise ValueError(f"render: `z` must be [B, L], got shape {tuple(z.shape)}")
+    B = z.shape[0]
+    if B == 0:
+        raise ValueError("render: empty batch: `z` has batch size 0")
+    if origins.dim() != 3 or origins.shape[0] != B or origins.shape[2] != 3:
+        raise ValueError(f"render: `origins` must be [B={B}, R, 3] (B from `z`), got {tuple(origins.shape)}")
+    R = origins.shape[1]
+    if R == 0:
+        raise ValueError("render: `origins` has no rays (R = 0)")
+    if directions.shape != origins.shape:
+        raise ValueError(f"render: `directions` must be {tuple(origins.shape)} like `origins`, got {tuple(directions.shape)}")
+    for name in ("near", "far", "valid") + (("jitter",) if jitter is not None else ()):
+        if tensors[name].shape != (B, R):
+            raise ValueError(f"render: `{name}` must be [B, R] = [{B}, {R}], got {tuple(tensors[name].shape)}")
+    if valid.dtype != torch.bool:
+        raise TypeError(f"render: `valid` must be a bool tensor, got {valid.dtype}")
+    if not z.is_floating_point():
+        raise TypeError(f"render: `z` must be a floating-point tensor, got {z.dtype}")
+    for name in ("origins", "directions", "near", "far") + (("jitter",) if jitter is not None else ()):
+        if tensors[name].dtype != z.dtype:
+            raise TypeError(f"render: `{name}` is {tensors[name].dtype} but `z` is {z.dtype}; use one dtype")
+    for name, t in tensors.items():
+        if t.device != z.device:
+            raise ValueError(f"render: `{name}` is on {t.device} but `z` is on {z.device}; use one device")
+    if isinstance(decoder, SDFDecoder):
+        p = decoder.layers[0].weight
+        if p.device != z.device or p.dtype != z.dtype:
+            raise ValueError(
+                f"render: `decoder` weights are {p.dtype} on {p.device} but `z` is {z.dtype} on {z.device}"
+            )
+        if z.shape[1] != decoder.latent_dim:
+            raise ValueError(f"render: `z` has {z.shape[1]} features but `decoder.latent_dim` is {decoder.latent_dim}")
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ValueError(f"render: `num_samples` must be an int >= 1, got {num_samples!r}")
+    for name, value in (("tau", tau), ("tau_min", tau_min)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"render: `{name}` must be a positive finite number, got {value!r}")
+    if not isinstance(grad_eps, (int, float)) or not 0 <= grad_eps < 1:
+        raise ValueError(f"render: `grad_eps` must be in [0, 1), got {grad_eps!r}")
+    if torch.isnan(z).any():
+        raise ValueError("render: `z` contains NaN")
+    for name in ("origins", "directions", "near", "far"):
+        if not torch.isfinite(tensors[name]).all():
+            raise ValueError(f"render: `{name}` contains NaN or inf")
+    if jitter is not None and ((jitter < -0.5) | (jitter >= 0.5)).any():
+        raise ValueError("render: `jitter` must lie in [-0.5, 0.5)")
+
+
+def render(
+    decoder,
+    z: torch.Tensor,
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    near: torch.Tensor,
+    far: torch.Tensor,
+    valid: torch.Tensor,
+    num_samples: int = 64,
+    tau: float = 0.01,
+    tau_min: float = 0.005,
+    grad_eps: float = 1e-4,
+    jitter: Optional[torch.Tensor] = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Soft silhouettes of SDFs along rays (``shared/SPEC.md``).
+
+    Equivalent PyTorch::
+
+        t = near[..., None] + (torch.arange(S) + 0.5) * ((far - near) / S)[..., None]      # [B, R, S]
+        sdf = decoder(z, (origins[..., None, :] + t[..., None] * directions[..., None, :]).flatten(1, 2))
+        m = -tau_min * torch.logsumexp(-sdf.view(B, R, S) / tau_min, dim=-1)
+        sil = torch.where(valid, torch.sigmoid(-m / tau), 0)
+
+    Args:
+        decoder: an :class:`SDFDecoder` (every backend) or any callable ``(z[B, L], points[B, N, 3]) -> [B, N]``.
+        z: latents [B, L].
+        origins, directions: rays [B, R, 3] (see :func:`sdfsrn_fast.cameras.orbit_rays`).
+        near, far, valid: [B, R] from :func:`sdfsrn_fast.cameras.sphere_near_far`; invalid rays render 0.
+        num_samples: S, samples per ray (midpoints of S equal intervals of [near, far]).
+        tau: silhouette temperature. tau_min: soft-minimum temperature.
+        grad_eps: fast backends may drop samples with soft-min weight below it in backward; 0 is exact.
+            The reference is always exact.
+        jitter: optional per-ray sample offset [B, R] in [-0.5, 0.5) of one interval.
+        backend: ``"auto"`` or a name from :func:`available_backends`.
+
+    Returns:
+        silhouettes [B, R] in [0, 1], dtype and device of ``z``.
+    """
+    _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter)
+    b = _pick_backend(backend, decoder, z)
+    return b.run(decoder, z, origins, directions, near, far, valid, num_samples, float(tau), float(tau_min),
+                 float(grad_eps), jitter)

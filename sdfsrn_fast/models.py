@@ -1,0 +1,173 @@
+"""The networks: a DeepSDF-style decoder shared by all shapes, and a small CNN image encoder.
+
+The decoder's layer layout is part of the render contract (``shared/SPEC.md``): fast backends read its weights
+directly, so the layout below is fixed. The encoder is only a default; any module mapping images to latents
+of the decoder's ``latent_dim`` can replace it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["SDFDecoder", "Encoder"]
+
+
+class SDFDecoder(nn.Module):
+    """Five-layer MLP giving a signed distance for (latent, xyz), with a DeepSDF skip connection.
+
+    Layout (``L = latent_dim``, ``H = hidden_dim``), input ``x = [z, p]``::
+
+        h = act(layers[0](x))                 # (L+3) -> H
+        h = act(layers[1](h))                 # H -> H
+        h = act(layers[2](cat([h, x])))       # (H+L+3) -> H, the skip
+        h = act(layers[3](h))                 # H -> H
+        sdf = layers[4](h)                    # H -> 1
+
+    The latent enters only through ``layers[0].weight[:, :L]`` and ``layers[2].weight[:, H:H+L]``.
+
+    Args:
+        latent_dim: size L of the latent code.
+        hidden_dim: width H of the four hidden layers.
+        activation: ``"relu"`` or ``"softplus"``.
+        softplus_beta: beta of the softplus (ignored for ReLU); 100 makes it a smooth ReLU.
+        geometric_init: initialise so that the untrained decoder is close to the SDF of a sphere of radius
+            ``init_radius`` for every latent (SAL / IDR geometric initialisation; the latent columns start
+            near zero so that all shapes start from that sphere).
+        init_radius: radius of that sphere.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 128,
+        hidden_dim: int = 256,
+        activation: str = "relu",
+        softplus_beta: float = 100.0,
+        geometric_init: bool = True,
+        init_radius: float = 0.5,
+    ):
+        super().__init__()
+        if activation not in ("relu", "softplus"):
+            raise ValueError(f"`activation` must be 'relu' or 'softplus', got {activation!r}")
+        if latent_dim < 1 or hidden_dim < 1:
+            raise ValueError(f"`latent_dim` and `hidden_dim` must be positive, got {latent_dim}, {hidden_dim}")
+        if softplus_beta <= 0:
+            raise ValueError(f"`softplus_beta` must be positive, got {softplus_beta}")
+        self.latent_dim = latent_dim
+        self.hidden_dim = hidden_dim
+        self.activation = activation
+        self.softplus_beta = float(softplus_beta)
+        d_in = latent_dim + 3
+        self.layers = nn.ModuleList(
+            [
+                nn.Linear(d_in, hidden_dim),
+                nn.Linear(hidden_dim, hidden_dim),
+                nn.Linear(hidden_dim + d_in, hidden_dim),
+                nn.Linear(hidden_dim, hidden_dim),
+                nn.Linear(hidden_dim, 1),
+            ]
+        )
+        if geometric_init:
+            self._geometric_init(init_radius)
+
+    @torch.no_grad()
+    def _geometric_init(self, radius: float) -> None:
+        L, H = self.latent_dim, self.hidden_dim
+        for layer in self.layers[:4]:
+            nn.init.normal_(layer.weight, 0.0, math.sqrt(2.0) / math.sqrt(layer.out_features))
+            nn.init.zeros_(layer.bias)
+        # The skip layer sees [h, x]: scaling it by 1/sqrt(2) keeps the slope of the radial profile near 1
+        # (IDR divides the concatenation by sqrt(2) instead; the layout here is fixed by the contract).
+        self.layers[2].weight.mul_(1.0 / math.sqrt(2.0))
+        # Latent columns start tiny (not zero, so that the encoder gets a gradient from the first step).
+        nn.init.normal_(self.layers[0].weight[:, :L], 0.0, 1e-4)
+        nn.init.normal_(self.layers[2].weight[:, H : H + L], 0.0, 1e-4)
+        last = self.layers[4]
+        nn.init.normal_(last.weight, math.sqrt(math.pi) / math.sqrt(H), 1e-4)
+        nn.init.constant_(last.bias, -radius)
+
+    def fit_sphere(self, radius: float = 0.5, steps: int = 200, num_points: int = 2048, lr: float = 1e-3,
+                   seed: int = 0) -> float:
+        """Fits the decoder (at latent 0) to the SDF of a sphere of ``radius`` by a few Adam steps on random
+        points in the unit ball, a tighter start than the geometric initialisation alone.
+
+        Returns:
+            the final mean absolute SDF error on the last batch.
+        """
+        p0 = self.layers[0].weight
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        opt = torch.optim.Adam(self.parameters(), lr=lr)
+        z = torch.zeros(1, self.latent_dim, dtype=p0.dtype, device=p0.device)
+        for _ in range(steps):
+            pts = torch.randn(num_points, 3, generator=g, dtype=p0.dtype)
+            pts = pts / pts.norm(dim=-1, keepdim=True) * torch.rand(num_points, 1, generator=g, dtype=p0.dtype) ** (1 / 3)
+            pts = (pts * 1.1).to(p0.device)[None]
+            err = (self(z, pts) - (pts.norm(dim=-1) - radius)).abs().mean()
+            opt.zero_grad(set_to_none=True)
+            err.backward()
+            opt.step()
+        return float(err.detach())
+
+    def act(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation == "relu":
+            return F.relu(x)
+        return F.softplus(x, beta=self.softplus_beta)
+
+    def forward(self, z: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Signed distances.
+
+        Args:
+            z: latents [B, L].
+            points: [B, N, 3].
+
+        Returns:
+            sdf [B, N].
+        """
+        if z.dim() != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"`z` must be [B, {self.latent_dim}], got {tuple(z.shape)}")
+        if points.dim() != 3 or points.shape[-1] != 3 or points.shape[0] != z.shape[0]:
+            raise ValueError(f"`points` must be [B={z.shape[0]}, N, 3], got {tuple(points.shape)}")
+        x = torch.cat([z[:, None, :].expand(-1, points.shape[1], -1), points], dim=-1)
+        h = self.act(self.layers[0](x))
+        h = self.act(self.layers[1](h))
+        h = self.act(self.layers[2](torch.cat([h, x], dim=-1)))
+        h = self.act(self.layers[3](h))
+        return self.layers[4](h).squeeze(-1)
+
+
+class Encoder(nn.Module):
+    """CNN image encoder: four stride-2 convolutions (3->32->64->128->256) and two fully connected layers.
+
+    Args:
+        latent_dim: size of the latent it returns.
+        resolution: input image side (64 in the study); must be divisible by 16.
+
+    Call: ``encoder(images[B, 3, resolution, resolution]) -> z[B, latent_dim]``.
+    """
+
+    def __init__(self, latent_dim: int = 128, resolution: int = 64, fc_dim: int = 512):
+        super().__init__()
+        if resolution % 16:
+            raise ValueError(f"`resolution` must be divisible by 16, got {resolution}")
+        self.latent_dim = latent_dim
+        self.resolution = resolution
+        chans = [3, 32, 64, 128, 256]
+        self.convs = nn.ModuleList(
+            nn.Conv2d(cin, cout, kernel_size=4, stride=2, padding=1) for cin, cout in zip(chans[:-1], chans[1:])
+        )
+        side = resolution // 16
+        self.fc1 = nn.Linear(256 * side * side, fc_dim)
+        self.fc2 = nn.Linear(fc_dim, latent_dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        expected = (3, self.resolution, self.resolution)
+        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(f"`images` must be [B, {', '.join(map(str, expected))}], got {tuple(images.shape)}")
+        h = images
+        for conv in self.convs:
+            h = F.leaky_relu(conv(h), 0.2)
+        h = F.leaky_relu(self.fc1(h.flatten(1)), 0.2)
+        return self.fc2(h)
