@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 import torch
 
+from . import _compiled
 from ._reference import render_reference
 from .models import SDFDecoder
 
@@ -25,8 +26,8 @@ class _Backend:
     run: Callable[..., torch.Tensor]
     # None when the backend can run in this process, else the reason it cannot.
     unavailable: Callable[[], Optional[str]]
-    # None when the backend can take this (decoder, z), else the reason it cannot.
-    unsupported: Callable[[object, torch.Tensor], Optional[str]]
+    # None when the backend can take this call (decoder, dict of the tensor arguments), else the reason it cannot.
+    unsupported: Callable[[object, dict], Optional[str]]
 
 
 def _run_reference(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter):
@@ -34,7 +35,8 @@ def _run_reference(decoder, z, origins, directions, near, far, valid, num_sample
 
 
 _BACKENDS: dict[str, _Backend] = {
-    "reference": _Backend("reference", _run_reference, lambda: None, lambda decoder, z: None),
+    "compiled": _Backend("compiled", _compiled.render_compiled, lambda: None, _compiled.unsupported),
+    "reference": _Backend("reference", _run_reference, lambda: None, lambda decoder, args: None),
 }
 
 
@@ -43,16 +45,16 @@ def available_backends() -> list[str]:
     return [name for name, b in _BACKENDS.items() if b.unavailable() is None]
 
 
-def _pick_backend(name: str, decoder, z) -> _Backend:
+def _pick_backend(name: str, decoder, args: dict) -> _Backend:
     if name == "auto":
         for b in _BACKENDS.values():
-            if b.unavailable() is None and b.unsupported(decoder, z) is None:
+            if b.unavailable() is None and b.unsupported(decoder, args) is None:
                 return b
         raise RuntimeError("render: no backend can take this call")  # unreachable: reference takes all
     if name not in _BACKENDS:
         raise ValueError(f"render: unknown `backend` {name!r}; choose 'auto' or one of {list(_BACKENDS)}")
     b = _BACKENDS[name]
-    reason = b.unavailable() or b.unsupported(decoder, z)
+    reason = b.unavailable() or b.unsupported(decoder, args)
     if reason is not None:
         raise RuntimeError(f"render: backend {name!r} cannot run this call: {reason}")
     return b
@@ -156,6 +158,7 @@ def render(
         silhouettes [B, R] in [0, 1], dtype and device of ``z``.
     """
     _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter)
-    b = _pick_backend(backend, decoder, z)
+    args = dict(z=z, origins=origins, directions=directions, near=near, far=far, jitter=jitter)
+    b = _pick_backend(backend, decoder, args)
     return b.run(decoder, z, origins, directions, near, far, valid, num_samples, float(tau), float(tau_min),
                  float(grad_eps), jitter)

@@ -1,0 +1,67 @@
+"""Backend ``compiled``: the fused algorithm of :mod:`._fused` with its chunk kernels under ``torch.compile``.
+
+Device-agnostic: it runs on CPU and is written for Apple MPS and CUDA too (only matmuls, elementwise ops,
+gathers and index_add; no float64 requirement, nothing CUDA-only). Every chunk has one fixed shape (the last one
+is padded), so each kernel compiles once per (dtype, device, activation) and a training loop does not recompile
+as the number of kept samples changes. Where ``torch.compile`` cannot run (no C++ compiler, an unsupported
+platform, or ``SDFSRN_COMPILE=0``), the same kernels run eagerly, with one warning.
+Generic callable decoders take the chunked, checkpointed autograd path (no compile, no sparse backward).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from ._fused import Kernels, chunk_size, mlp_backward, mlp_forward, render_callable_chunked, render_fused
+from .models import SDFDecoder
+
+__all__ = ["render_compiled", "compiled_kernels"]
+
+
+class _CompiledOrEager:
+    """Calls the ``torch.compile``-d function; if compiling fails, warns once and runs ``fn`` eagerly."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.compiled = torch.compile(fn, dynamic=False, fullgraph=True)
+        self.failed = os.environ.get("SDFSRN_COMPILE", "1") == "0"
+
+    def __call__(self, *args):
+        if not self.failed:
+            try:
+                return self.compiled(*args)
+            except Exception as err:  # a missing compiler, an unsupported backend...
+                self.failed = True
+                warnings.warn(f"sdfsrn_fast: torch.compile failed ({type(err).__name__}: {err}); running the "
+                              "compiled backend's kernels eagerly", RuntimeWarning, stacklevel=2)
+        return self.fn(*args)
+
+
+_KERNELS: dict = {}
+
+
+def compiled_kernels(device: torch.device) -> Kernels:
+    """The compiled chunk kernels for a device type (one torch.compile wrapper each, made on first use)."""
+    key = device.type
+    if key not in _KERNELS:
+        _KERNELS[key] = Kernels(_CompiledOrEager(mlp_forward), _CompiledOrEager(mlp_backward), chunk_size(device))
+    return _KERNELS[key]
+
+
+def render_compiled(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter):
+    if isinstance(decoder, SDFDecoder):
+        return render_fused(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps,
+                            jitter, kernels=compiled_kernels(z.device))
+    return render_callable_chunked(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min,
+                                   jitter)
+
+
+def unsupported(decoder, args) -> str | None:
+    if isinstance(decoder, SDFDecoder):
+        rays = ("origins", "directions", "near", "far", "jitter")
+        if any(args.get(k) is not None and args[k].requires_grad for k in rays):
+            return "it gives ray tensors no gradient, and one of them requires grad"
+    return None

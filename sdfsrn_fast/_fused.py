@@ -1,0 +1,239 @@
+"""The fast render algorithm in PyTorch: one autograd Function with recompute and a sparse soft-min backward.
+
+Forward runs without autograd over fixed-size chunks of the samples of valid rays only, and keeps per sample
+only its point and scalar SDF, per ray only the logsumexp of the soft minimum: never a hidden activation, so a
+training step's memory grows with B x R x S scalars. Backward forms the soft-min weights
+``w_k = exp(-s_k / tau_min - lse)`` and ``dL/ds_k = dL/dm * w_k`` (SPEC.md), keeps the samples that matter
+(``w_k >= grad_eps`` on rays whose ``|dL/dm|`` is at least ``grad_eps`` times the largest; everything nonzero
+when ``grad_eps = 0``, which is exact), recomputes the decoder there and backpropagates by hand. The latent
+enters only through ``W_z z`` (layers 1 and 3), which is computed once per shape in forward and backward.
+
+The chunk kernels (:func:`mlp_forward`, :func:`mlp_backward`) are plain tensor code that the ``compiled``
+backend hands to ``torch.compile``; every chunk has the same shape (the last one is padded), so they compile
+once per dtype and device. Only :class:`~sdfsrn_fast.SDFDecoder` takes this path; a generic callable decoder
+takes :func:`render_callable_chunked`, which autograds through the callable chunk by chunk (checkpointed).
+Ray inputs (origins, directions, near, far, jitter) get no gradient on the fused path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+
+from ._reference import sample_points, soft_silhouette
+
+__all__ = ["FusedRender", "render_fused", "render_callable_chunked", "chunk_size", "decoder_weights"]
+
+# Points per chunk, by device type. CPU: measured by `python -m sdfsrn_fast.bench --sweep-chunk` (no-grad
+# forward GFLOP/s at the study's width, 2-core Xeon): see the README's performance section. 2048 points keep a
+# chunk's activations (2048 x 256 float32 = 2 MiB each) in cache. CUDA/MPS values are not measured here: large
+# chunks that fill the device. Override with SDFSRN_CHUNK.
+_CHUNK = {"cpu": 2048, "cuda": 65536, "mps": 16384}
+
+
+def chunk_size(device: torch.device) -> int:
+    env = os.environ.get("SDFSRN_CHUNK")
+    if env:
+        return max(1, int(env))
+    return _CHUNK.get(device.type, 8192)
+
+
+def _act(x, activation: str, beta: float):
+    return F.relu(x) if activation == "relu" else F.softplus(x, beta=beta)
+
+
+def _act_grad(a, activation: str, beta: float):
+    return (a > 0).to(a.dtype) if activation == "relu" else torch.sigmoid(beta * a)
+
+
+def mlp_forward(p, c0, c2, W0p, W1, b1, W2h, W2p, W3, b3, w4, b4, activation: str, beta: float):
+    """SDF of one chunk. p: [n, 3] points; c0, c2: [n, H] per-point ``W_z z + b`` of layers 1 and 3 (the
+    latent's share, computed once per shape); weights as in :func:`decoder_weights`. Returns s [n]."""
+    h = _act(torch.addmm(c0, p, W0p.t()), activation, beta)
+    h = _act(torch.addmm(b1, h, W1.t()), activation, beta)
+    h = _act(torch.addmm(torch.addmm(c2, p, W2p.t()), h, W2h.t()), activation, beta)
+    h = _act(torch.addmm(b3, h, W3.t()), activation, beta)
+    return h @ w4 + b4
+
+
+def mlp_backward(p, c0, c2, g, W0p, W1, b1, W2h, W2p, W3, b3, w4, b4, activation: str, beta: float):
+    """Recomputes one chunk and backpropagates ``g = dL/ds`` [n] by hand.
+
+    Returns ``(d0, dW0p, dW1, db1, d2, dW2h, dW2p, dW3, db3, dW4, db4)`` where d0, d2 [n, H] are the
+    pre-activation gradients of layers 1 and 3, to be summed per shape into the latent's share."""
+    a0 = torch.addmm(c0, p, W0p.t())
+    h0 = _act(a0, activation, beta)
+    a1 = torch.addmm(b1, h0, W1.t())
+    h1 = _act(a1, activation, beta)
+    a2 = torch.addmm(torch.addmm(c2, p, W2p.t()), h1, W2h.t())
+    h2 = _act(a2, activation, beta)
+    a3 = torch.addmm(b3, h2, W3.t())
+    h3 = _act(a3, activation, beta)
+    dW4 = g @ h3
+    db4 = g.sum()
+    d3 = g[:, None] * w4[None, :] * _act_grad(a3, activation, beta)
+    dW3, db3 = d3.t() @ h2, d3.sum(0)
+    d2 = (d3 @ W3) * _act_grad(a2, activation, beta)
+    dW2h, dW2p = d2.t() @ h1, d2.t() @ p
+    d1 = (d2 @ W2h) * _act_grad(a1, activation, beta)
+    dW1, db1 = d1.t() @ h0, d1.sum(0)
+    d0 = (d1 @ W1) * _act_grad(a0, activation, beta)
+    dW0p = d0.t() @ p
+    return d0, dW0p, dW1, db1, d2, dW2h, dW2p, dW3, db3, dW4, db4
+
+
+@dataclass
+class Kernels:
+    """The two chunk kernels a fast backend supplies (eager or compiled), and its chunk size."""
+
+    forward: Callable
+    backward: Callable
+    chunk: int
+
+
+EAGER = Kernels(mlp_forward, mlp_backward, 0)
+
+
+def decoder_weights(decoder) -> list:
+    """``[W0, b0, W1, b1, W2, b2, W3, b3, W4, b4]`` of an SDFDecoder, in the layout of SPEC.md."""
+    return [t for layer in decoder.layers for t in (layer.weight, layer.bias)]
+
+
+def _padded_chunks(n: int, chunk: int):
+    """Start offsets of fixed-size chunks covering n items, the last one padded; at least one chunk, so that
+    an empty set still yields (zero) results of the right shapes."""
+    return range(0, max(n, 1), chunk)
+
+
+def _take(t: torch.Tensor, start: int, chunk: int, pad_value=0):
+    """t[start:start+chunk], padded with pad_value to exactly ``chunk`` rows."""
+    part = t[start : start + chunk]
+    short = chunk - part.shape[0]
+    if short == 0:
+        return part
+    pad = torch.full((short,) + tuple(t.shape[1:]), pad_value, dtype=t.dtype, device=t.device)
+    return torch.cat([part, pad])
+
+
+class FusedRender(torch.autograd.Function):
+    """Fused soft-silhouette render of an SDFDecoder; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, kernels, cfg, points, ray_b, ray_index, B, R, z, W0, b0, W1, b1, W2, b2, W3, b3, W4, b4):
+        # points [Nv*S, 3] samples of the valid rays; ray_b [Nv] shape of each valid ray; ray_index [Nv] into B*R.
+        S, tau, tau_min, activation, beta = cfg["S"], cfg["tau"], cfg["tau_min"], cfg["activation"], cfg["beta"]
+        L = z.shape[1]
+        H = W1.shape[0]
+        W0p, W2h, W2p = W0[:, L:], W2[:, :H], W2[:, H + L :]
+        c0_shape = torch.addmm(b0, z, W0[:, :L].t())  # [B, H]: the latent's share, once per shape
+        c2_shape = torch.addmm(b2, z, W2[:, H : H + L].t())
+        n = points.shape[0]
+        chunk = kernels.chunk or max(n, 1)
+        sample_b = ray_b.repeat_interleave(S)
+        s = torch.empty(n, dtype=z.dtype, device=z.device)
+        weights = (W0p, W1, b1, W2h, W2p, W3, b3, W4[0], b4[0])
+        for start in _padded_chunks(n, chunk):
+            bidx = _take(sample_b, start, chunk)
+            out = kernels.forward(_take(points, start, chunk), c0_shape[bidx], c2_shape[bidx], *weights,
+                                  activation, beta)
+            s[start : start + chunk] = out[: min(chunk, n - start)]
+        s = s.view(-1, S)
+        lse = torch.logsumexp(-s / tau_min, dim=-1)
+        sil_valid = torch.sigmoid(lse * (tau_min / tau))  # m = -tau_min * lse, sil = sigmoid(-m / tau)
+        sil = torch.zeros(B * R, dtype=z.dtype, device=z.device)
+        sil[ray_index] = sil_valid
+        ctx.save_for_backward(points, ray_b, ray_index, s, lse, sil_valid, z, W0, b0, W1, b1, W2, b2, W3, b3, W4, b4)
+        ctx.kernels, ctx.cfg = kernels, cfg
+        return sil.view(B, R)
+
+    @staticmethod
+    def backward(ctx, grad_sil):
+        points, ray_b, ray_index, s, lse, sil_v, z, W0, b0, W1, b1, W2, b2, W3, b3, W4, b4 = ctx.saved_tensors
+        cfg, kernels = ctx.cfg, ctx.kernels
+        S, tau, tau_min, eps = cfg["S"], cfg["tau"], cfg["tau_min"], cfg["grad_eps"]
+        activation, beta = cfg["activation"], cfg["beta"]
+        n_inputs = 18
+        grads = [None] * n_inputs
+        if not any(ctx.needs_input_grad[7:]):
+            return tuple(grads)
+        B, L = z.shape
+        H = W1.shape[0]
+        dm = -(1.0 / tau) * sil_v * (1 - sil_v) * grad_sil.reshape(-1)[ray_index]  # [Nv]
+        w = torch.exp(-s / tau_min - lse[:, None])  # soft-min weights [Nv, S]
+        ds = dm[:, None] * w
+        if eps > 0:
+            keep = (w >= eps) & (dm.abs() >= eps * dm.abs().max())[:, None]
+        else:
+            keep = ds != 0  # dropping exact zeros changes nothing
+        idx = keep.view(-1).nonzero().squeeze(1)
+        g_all = ds.view(-1)[idx]
+        sample_b = ray_b.repeat_interleave(S)[idx]
+        kept_points = points[idx]
+        W0p, W2h, W2p = W0[:, L:], W2[:, :H], W2[:, H + L :]
+        c0_shape = torch.addmm(b0, z, W0[:, :L].t())
+        c2_shape = torch.addmm(b2, z, W2[:, H : H + L].t())
+        weights = (W0p, W1, b1, W2h, W2p, W3, b3, W4[0], b4[0])
+        n = idx.shape[0]
+        chunk = kernels.chunk or max(n, 1)
+        dc0 = torch.zeros(B, H, dtype=z.dtype, device=z.device)
+        dc2 = torch.zeros_like(dc0)
+        acc = None
+        for start in _padded_chunks(n, chunk):
+            bidx = _take(sample_b, start, chunk)
+            out = kernels.backward(_take(kept_points, start, chunk), c0_shape[bidx], c2_shape[bidx],
+                                   _take(g_all, start, chunk), *weights, activation, beta)
+            d0, d2, rest = out[0], out[4], (out[1], *out[2:4], *out[5:])
+            dc0.index_add_(0, bidx, d0)  # padded rows have g = 0, hence d0 = d2 = 0
+            dc2.index_add_(0, bidx, d2)
+            acc = list(rest) if acc is None else [a + r for a, r in zip(acc, rest)]
+        dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4 = acc
+        if ctx.needs_input_grad[7]:
+            grads[7] = dc0 @ W0[:, :L] + dc2 @ W2[:, H : H + L]
+        grads[8] = torch.cat([dc0.t() @ z, dW0p], dim=1)
+        grads[9] = dc0.sum(0)
+        grads[10], grads[11] = dW1, db1
+        grads[12] = torch.cat([dW2h, dc2.t() @ z, dW2p], dim=1)
+        grads[13] = dc2.sum(0)
+        grads[14], grads[15] = dW3, db3
+        grads[16], grads[17] = dW4[None, :], db4.reshape(1)
+        return tuple(grads)
+
+
+def render_fused(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter,
+                 kernels: Kernels = EAGER):
+    """Soft silhouettes [B, R] of an SDFDecoder through :class:`FusedRender` (arguments checked by render)."""
+    B, R, _ = origins.shape
+    flat_valid = valid.reshape(-1)
+    ray_index = flat_valid.nonzero().squeeze(1)  # sorted, so the samples of one shape are contiguous
+    ray_b = torch.div(ray_index, R, rounding_mode="floor")
+    with torch.no_grad():
+        o, d = origins.reshape(-1, 3)[ray_index], directions.reshape(-1, 3)[ray_index]
+        jit = None if jitter is None else jitter.reshape(-1)[ray_index]
+        points = sample_points(o, d, near.reshape(-1)[ray_index], far.reshape(-1)[ray_index], num_samples, jit)
+        points = points.reshape(-1, 3).contiguous()
+    cfg = dict(S=num_samples, tau=tau, tau_min=tau_min, grad_eps=grad_eps, activation=decoder.activation,
+               beta=decoder.softplus_beta)
+    return FusedRender.apply(kernels, cfg, points, ray_b, ray_index, B, R, z, *decoder_weights(decoder))
+
+
+def render_callable_chunked(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, jitter,
+                            chunk_rays: int = 1024):
+    """Any callable decoder, autograd through it chunk by chunk of rays (checkpointed, so only the SDF values
+    are kept between forward and backward). Exact; no sparse backward."""
+    B, R, _ = origins.shape
+    points = sample_points(origins, directions, near, far, num_samples, jitter)  # [B, R, S, 3]
+    parts = []
+    for start in range(0, R, chunk_rays):
+        pts = points[:, start : start + chunk_rays].reshape(B, -1, 3)
+        fn = lambda zz, pp: decoder(zz, pp)  # noqa: E731
+        if torch.is_grad_enabled():
+            parts.append(checkpoint(fn, z, pts, use_reentrant=False))
+        else:
+            parts.append(fn(z, pts))
+    sdf = torch.cat(parts, dim=1).reshape(B, R, num_samples)
+    return soft_silhouette(sdf, valid, tau, tau_min)
