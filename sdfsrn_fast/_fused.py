@@ -166,10 +166,13 @@ class FusedRender(torch.autograd.Function):
         dm = -(1.0 / tau) * sil_v * (1 - sil_v) * grad_sil.reshape(-1)[ray_index]  # [Nv]
         w = torch.exp(-s / tau_min - lse[:, None])  # soft-min weights [Nv, S]
         ds = dm[:, None] * w
+        def largest(t):
+            return t.abs().max() if t.numel() else t.new_zeros(())
+
         if eps > 0:
-            keep = (w >= eps) & (dm.abs() >= eps * dm.abs().max())[:, None]
-        else:
-            keep = ds != 0  # dropping exact zeros changes nothing
+            keep = (w >= eps) & (dm.abs() >= eps * largest(dm))[:, None]
+        else:  # exact: drop only what is 2^-80 below the largest term, which float32 would carry as denormals
+            keep = ds.abs() > largest(ds) * 2.0**-80  # (denormals made this backward 40x slower: 66 s vs 1.6 s)
         idx = keep.view(-1).nonzero().squeeze(1)
         g_all = ds.view(-1)[idx]
         sample_b = ray_b.repeat_interleave(S)[idx]

@@ -1,0 +1,282 @@
+"""Every fast backend against the reference (``shared/SPEC.md``): gradcheck in float64, float32 against a float64
+reference by the flash-attention rule, awkward sizes, invalid rays, determinism, the sparse backward's error,
+memory, and the compiled backend's bounded recompilation."""
+
+import inspect
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from sdfsrn_fast import SDFDecoder, render
+from sdfsrn_fast import _compiled
+from sdfsrn_fast._dispatch import _pick_backend
+from sdfsrn_fast._fused import EAGER, Kernels, decoder_weights, mlp_backward, mlp_forward, render_fused
+
+from conftest import make_rays, small_decoder
+
+# The fused Function with eager kernels and a tiny chunk (many chunks, the last one padded), and the public
+# compiled backend (torch.compile, default chunk). Both are the same autograd Function.
+SMALL_CHUNKS = Kernels(mlp_forward, mlp_backward, 7)
+
+
+def fused_eager(decoder, z, o, d, near, far, valid, S, tau=0.1, tau_min=0.05, grad_eps=0.0, jitter=None,
+                kernels=SMALL_CHUNKS):
+    return render_fused(decoder, z, o, d, near, far, valid, S, tau, tau_min, grad_eps, jitter, kernels=kernels)
+
+
+def compiled(decoder, z, o, d, near, far, valid, S, tau=0.1, tau_min=0.05, grad_eps=0.0, jitter=None):
+    return render(decoder, z, o, d, near, far, valid, num_samples=S, tau=tau, tau_min=tau_min, grad_eps=grad_eps,
+                  jitter=jitter, backend="compiled")
+
+
+def reference(decoder, z, o, d, near, far, valid, S, tau=0.1, tau_min=0.05, grad_eps=0.0, jitter=None):
+    return render(decoder, z, o, d, near, far, valid, num_samples=S, tau=tau, tau_min=tau_min, jitter=jitter,
+                  backend="reference")
+
+
+BACKENDS = {"fused_eager": fused_eager, "compiled": compiled}
+
+
+def grads(fn, decoder, z, rays, S, weight=None, **kw):
+    """Silhouettes and the gradients of sum(weight * sil) w.r.t. z and every decoder weight."""
+    sil = fn(decoder, z, *rays, S, **kw)
+    weight = torch.ones_like(sil) if weight is None else weight
+    params = [z, *decoder.parameters()]
+    return sil, torch.autograd.grad((sil * weight).sum(), params)
+
+
+@pytest.mark.parametrize("activation", ["softplus", "relu"])
+def test_gradcheck_float64_exact(activation):
+    """grad_eps = 0 is exact: gradcheck of the fused Function w.r.t. the latent and every decoder weight.
+    (ReLU's kinks break finite differences, so ReLU is compared with the reference's autograd instead.)"""
+    dec = small_decoder(latent_dim=3, hidden_dim=6, dtype=torch.float64, activation=activation, softplus_beta=10.0)
+    rays = make_rays(batch=2, height=3, width=3, dtype=torch.float64, fov=1.6)
+    assert (~rays[4]).any()
+    z = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    if activation == "relu":
+        w = torch.randn(2, 9, dtype=torch.float64)
+        sil_r, g_r = grads(reference, dec, z, rays, 5, w)
+        sil_f, g_f = grads(fused_eager, dec, z, rays, 5, w)
+        torch.testing.assert_close(sil_f, sil_r, rtol=0, atol=1e-14)
+        for a, b in zip(g_f, g_r):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
+        return
+    weights = decoder_weights(dec)
+
+    def f(z, *ws):  # the fused path reads only .layers[i].weight/.bias and the activation of its decoder
+        layers = [SimpleNamespace(weight=w, bias=b) for w, b in zip(ws[0::2], ws[1::2])]
+        stand_in = SimpleNamespace(layers=layers, activation="softplus", softplus_beta=10.0)
+        return fused_eager(stand_in, z, *rays, 5)
+
+    inputs = (z, *(w.detach().clone().requires_grad_(True) for w in weights))
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+def _rel(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_float32_against_float64_reference(backend):
+    """Flash-attention's rule: the fast float32 error against the float64 reference is at most a small multiple
+    (4x) of the plain float32 reference's own error, plus eps * sqrt(n): the expected round-off of one float32 sum
+    over the n samples (a scalar like the last bias's gradient is such a sum, and one realisation of the
+    reference's error can be luckily small)."""
+    dec64 = small_decoder(latent_dim=8, hidden_dim=32, dtype=torch.float64, seed=1)
+    dec32 = small_decoder(latent_dim=8, hidden_dim=32, dtype=torch.float32, seed=1)
+    rays64 = make_rays(batch=3, height=9, width=11, dtype=torch.float64, seed=2)
+    rays32 = tuple(t.float() if t.is_floating_point() else t for t in rays64)
+    z64 = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
+    z32 = z64.detach().float().requires_grad_(True)
+    w64 = torch.randn(3, 99, dtype=torch.float64)
+    kw = dict(tau=0.05, tau_min=0.02)
+    sil64, g64 = grads(reference, dec64, z64, rays64, 16, w64, **kw)
+    sil_ref, g_ref = grads(reference, dec32, z32, rays32, 16, w64.float(), **kw)
+    sil_fast, g_fast = grads(BACKENDS[backend], dec32, z32, rays32, 16, w64.float(), **kw)
+    slack = torch.finfo(torch.float32).eps * math.sqrt(3 * 99 * 16)
+    assert _rel(sil_fast.double(), sil64) <= 4 * _rel(sil_ref.double(), sil64) + slack
+    for a, b, ref in zip(g_fast, g64, g_ref):
+        assert _rel(a.double(), b) <= 4 * _rel(ref.double(), b) + slack
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("num_rays,S", [(1, 1), (1, 37), (127, 1), (127, 37)])
+def test_awkward_sizes(backend, num_rays, S):
+    dtype = torch.float32 if backend == "compiled" else torch.float64
+    tol = dict(rtol=1e-4, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-13)  # float32: 1e-4 covers
+    # reassociated sums over <= 127*37 samples; float64: round-off only
+    dec = small_decoder(latent_dim=8, hidden_dim=32, dtype=dtype, seed=3)
+    o, d, near, far, valid = make_rays(batch=2, height=1, width=num_rays, dtype=dtype, fov=0.6, seed=4)
+    z = torch.randn(2, 8, dtype=dtype, requires_grad=True)
+    w = torch.randn(2, num_rays, dtype=dtype)
+    sil_r, g_r = grads(reference, dec, z, (o, d, near, far, valid), S, w)
+    sil_f, g_f = grads(BACKENDS[backend], dec, z, (o, d, near, far, valid), S, w)
+    torch.testing.assert_close(sil_f, sil_r, **tol)
+    for a, b in zip(g_f, g_r):
+        torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_all_rays_invalid(backend):
+    dec = small_decoder(latent_dim=8, hidden_dim=32, seed=5)
+    o, d, near, far, valid = make_rays(batch=2, height=4, width=4)
+    valid = torch.zeros_like(valid)
+    z = torch.randn(2, 8, requires_grad=True)
+    sil, g = grads(BACKENDS[backend], dec, z, (o, d, near, far, valid), 8)
+    assert (sil == 0).all()
+    assert all((t == 0).all() for t in g)
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_deterministic(backend):
+    dec = small_decoder(latent_dim=8, hidden_dim=32, seed=6)
+    rays = make_rays(batch=2, height=8, width=8)
+    z = torch.randn(2, 8, requires_grad=True)
+    w = torch.randn(2, 64)
+    a = grads(BACKENDS[backend], dec, z, rays, 16, w, grad_eps=1e-4)
+    b = grads(BACKENDS[backend], dec, z, rays, 16, w, grad_eps=1e-4)
+    assert torch.equal(a[0], b[0]) and all(torch.equal(x, y) for x, y in zip(a[1], b[1]))
+
+
+def test_jitter_matches_reference():
+    dec = small_decoder(latent_dim=8, hidden_dim=32, dtype=torch.float64, seed=7)
+    rays = make_rays(batch=2, height=5, width=5, dtype=torch.float64)
+    jitter = torch.rand(2, 25, dtype=torch.float64) - 0.5
+    z = torch.randn(2, 8, dtype=torch.float64, requires_grad=True)
+    sil_r, g_r = grads(reference, dec, z, rays, 9, jitter=jitter)
+    sil_f, g_f = grads(fused_eager, dec, z, rays, 9, jitter=jitter)
+    torch.testing.assert_close(sil_f, sil_r)
+    for a, b in zip(g_f, g_r):
+        torch.testing.assert_close(a, b)
+
+
+def trained_like_decoder(hidden_dim=64, latent_dim=16):
+    """A decoder with a real surface (fitted to a sphere's SDF), as in training: a freshly random decoder's
+    nearly flat SDF would spread the soft-min weights over every sample and hide what the sparse backward drops."""
+    torch.manual_seed(0)
+    dec = SDFDecoder(latent_dim=latent_dim, hidden_dim=hidden_dim)
+    dec.fit_sphere(radius=0.45, steps=100)
+    return dec
+
+
+def test_default_grad_eps_error_below_1e_3():
+    """The default grad_eps against the exact (grad_eps = 0) gradient, relative per tensor. Measured at the
+    study's shape (B=4, 64x64, S=64, hidden 256, sphere-fitted decoder, grad_eps=1e-4): 1.2e-4 at worst."""
+    dec = trained_like_decoder()
+    rays = make_rays(batch=2, height=24, width=24, seed=8)
+    target = (torch.linalg.cross(rays[0], rays[1], dim=-1).norm(dim=-1) < 0.35).float()
+    z = torch.randn(2, 16, requires_grad=True)
+    params = [z, *dec.parameters()]
+    default_eps = inspect.signature(render).parameters["grad_eps"].default
+    assert default_eps > 0
+
+    def loss_grads(eps):
+        sil = compiled(dec, z, *rays, 32, tau=0.01, tau_min=0.005, grad_eps=eps)
+        return torch.autograd.grad(((sil - target) ** 2).mean(), params)
+
+    exact, sparse = loss_grads(0.0), loss_grads(default_eps)
+    worst = max(_rel(a, b) for a, b in zip(sparse, exact))
+    assert 0 < worst < 1e-3  # > 0: the default really drops samples
+
+
+def test_saved_memory_grows_with_samples_not_hidden():
+    """What the Function keeps for backward: per sample a point and an SDF value, per ray a few statistics;
+    never B x R x S x hidden activations. Counted through saved-tensor hooks, excluding the weights."""
+
+    def saved_bytes(hidden):
+        dec = small_decoder(latent_dim=8, hidden_dim=hidden, seed=9)
+        rays = make_rays(batch=2, height=16, width=16)
+        z = torch.randn(2, 8, requires_grad=True)
+        params = {p.data_ptr() for p in [z, *dec.parameters()]}
+        total = 0
+
+        def pack(t):
+            nonlocal total
+            if t.data_ptr() not in params:
+                total += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fused_eager(dec, z, *rays, 32, kernels=EAGER)
+        return total, int(rays[4].sum())
+
+    small, n_valid = saved_bytes(16)
+    large, _ = saved_bytes(256)
+    assert small == large  # independent of the hidden width
+    # points (3) + sdf (1) floats per sample, and a few 8-byte values per ray
+    assert small <= n_valid * 32 * 4 * 4 + n_valid * 40
+
+
+def test_training_step_matches_reference():
+    """One Adam step through the compiled backend moves the weights as one through the reference does."""
+    torch.manual_seed(10)
+    dec_a = SDFDecoder(latent_dim=8, hidden_dim=32)
+    dec_b = SDFDecoder(latent_dim=8, hidden_dim=32)
+    dec_b.load_state_dict(dec_a.state_dict())
+    rays = make_rays(batch=2, height=12, width=12, seed=11)
+    target = (torch.linalg.cross(rays[0], rays[1], dim=-1).norm(dim=-1) < 0.3).float()
+    z = torch.randn(2, 8)
+    for dec, backend in ((dec_a, "reference"), (dec_b, "compiled")):
+        opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
+        sil = render(dec, z, *rays, num_samples=24, tau=0.05, tau_min=0.02, grad_eps=0.0, backend=backend)
+        ((sil - target) ** 2).mean().backward()
+        opt.step()
+    init = SDFDecoder(latent_dim=8, hidden_dim=32)
+    torch.manual_seed(10)
+    init = SDFDecoder(latent_dim=8, hidden_dim=32)
+    for a, b, p0 in zip(dec_a.parameters(), dec_b.parameters(), init.parameters()):
+        assert not torch.equal(a, p0)  # the step changed the weights
+        # Adam's first step is lr * sign(grad) where |grad| >> eps; float32 sums may flip the sign of a
+        # near-zero gradient entry, so allow a few entries to differ
+        close = torch.isclose(a, b, rtol=0, atol=1e-5)
+        assert close.float().mean() > 0.99
+
+
+def test_generic_callable_takes_the_chunked_path():
+    def sphere(z, points):
+        return points.norm(dim=-1) - z[:, :1]
+
+    rays = make_rays(batch=2, height=6, width=6, dtype=torch.float64)
+    z = torch.tensor([[0.5], [0.3]], dtype=torch.float64, requires_grad=True)
+    sil_r = render(sphere, z, *rays, num_samples=16, backend="reference")
+    sil_c = render(sphere, z, *rays, num_samples=16, backend="compiled")
+    torch.testing.assert_close(sil_c, sil_r)
+    (g_r,) = torch.autograd.grad(sil_r.sum(), z)
+    (g_c,) = torch.autograd.grad(sil_c.sum(), z)
+    torch.testing.assert_close(g_c, g_r)
+
+
+def test_auto_picks_compiled_on_cpu_and_falls_back_for_ray_gradients():
+    dec = small_decoder()
+    o, d, near, far, valid = make_rays()
+    z = torch.randn(2, 4)
+    args = dict(z=z, origins=o, directions=d, near=near, far=far, jitter=None)
+    assert _pick_backend("auto", dec, args).name == "compiled"
+    args["origins"] = o.clone().requires_grad_(True)
+    assert _pick_backend("auto", dec, args).name == "reference"
+    with pytest.raises(RuntimeError, match="compiled"):
+        _pick_backend("compiled", dec, args)
+
+
+def test_compiles_a_bounded_number_of_times():
+    """20 training steps whose kept-sample counts all differ compile each chunk kernel once (2 graphs)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    _compiled._KERNELS.clear()
+    counters.clear()
+    torch.manual_seed(12)
+    dec = SDFDecoder(latent_dim=8, hidden_dim=24)
+    opt = torch.optim.Adam(dec.parameters(), lr=1e-3)
+    kept = set()
+    for step in range(20):
+        rays = make_rays(batch=2, height=10, width=10, seed=100 + step, distance=2.0 + 0.05 * step)
+        kept.add(int(rays[4].sum()))
+        sil = render(dec, torch.randn(2, 8), *rays, num_samples=12, backend="compiled")
+        opt.zero_grad()
+        sil.square().mean().backward()
+        opt.step()
+    assert len(kept) > 5  # the number of valid rays (so of samples) changed from step to step
+    assert counters["stats"]["unique_graphs"] == 2
