@@ -43,6 +43,10 @@ def chunk_size(device: torch.device) -> int:
     return _CHUNK.get(device.type, 8192)
 
 
+# Samples the last forward and backward evaluated the decoder at (for the benchmarks' FLOP counts).
+STATS = {"forward_points": 0, "backward_points": 0}
+
+
 def _act(x, activation: str, beta: float):
     return F.relu(x) if activation == "relu" else F.softplus(x, beta=beta)
 
@@ -133,6 +137,7 @@ class FusedRender(torch.autograd.Function):
         c0_shape = torch.addmm(b0, z, W0[:, :L].t())  # [B, H]: the latent's share, once per shape
         c2_shape = torch.addmm(b2, z, W2[:, H : H + L].t())
         n = points.shape[0]
+        STATS["forward_points"] = n
         chunk = kernels.chunk or max(n, 1)
         sample_b = ray_b.repeat_interleave(S)
         s = torch.empty(n, dtype=z.dtype, device=z.device)
@@ -182,6 +187,7 @@ class FusedRender(torch.autograd.Function):
         c2_shape = torch.addmm(b2, z, W2[:, H : H + L].t())
         weights = (W0p, W1, b1, W2h, W2p, W3, b3, W4[0], b4[0])
         n = idx.shape[0]
+        STATS["backward_points"] = n
         chunk = kernels.chunk or max(n, 1)
         dc0 = torch.zeros(B, H, dtype=z.dtype, device=z.device)
         dc2 = torch.zeros_like(dc0)

@@ -77,6 +77,17 @@ class ShapeDataset:
         local = points @ rot  # row vectors: p_local = R^T p
         return _local_sdf(self.families[i], local, size)
 
+    def exact_silhouettes(self, i: int, azimuth, elevation, resolution: int) -> torch.Tensor:
+        """Exact silhouettes [V, resolution, resolution] of shape ``i`` from cameras at ``azimuth``,
+        ``elevation`` [V] (the dataset's distance and fov), e.g. training targets at another resolution."""
+        size, rot = self.sizes[i].double(), self.rotations[i].double()
+        views = [
+            _render_view(self.families[i], size, rot, None, float(a), float(e), self.distance, self.fov, resolution,
+                         False)[0]
+            for a, e in zip(torch.as_tensor(azimuth).reshape(-1), torch.as_tensor(elevation).reshape(-1))
+        ]
+        return torch.stack(views).float()
+
     def as_decoder(self, indices):
         """A callable ``(z, points[B, N, 3]) -> sdf[B, N]`` giving the analytic SDFs of shapes ``indices``
         (``z`` is ignored), to render ground truth with :func:`sdfsrn_fast.render`."""

@@ -1,0 +1,41 @@
+"""``pytest benchmarks --benchmark-only``: render, backend x {forward, forward+backward} x named shape.
+
+The cases, FLOP counts and memory measurement live in :mod:`sdfsrn_fast.bench` (shared with
+``python -m sdfsrn_fast.bench``, which prints one comparison table). ``large`` runs the fast backends only.
+"""
+
+import pytest
+
+from sdfsrn_fast import bench
+
+CASES = [
+    (backend, shape, mode)
+    for shape in bench.SHAPES
+    for mode in bench.MODES
+    for backend in bench.available_bench_backends()
+    if not (shape == "large" and backend in bench.BASELINES)
+]
+ROUNDS = {"tiny": 10, "study": 3, "large": 2}
+
+
+@pytest.mark.parametrize("backend,shape,mode", CASES, ids=[f"{s}-{m}-{b}" for b, s, m in CASES])
+def test_render(benchmark, backend, shape, mode):
+    case = bench.make_case(shape)
+    step = bench.make_step(backend, case, mode)
+    benchmark.group = f"{shape}-{mode}"
+    benchmark.pedantic(step, rounds=ROUNDS[shape], iterations=1, warmup_rounds=1)
+    t = benchmark.stats.stats.median
+    points = bench.evaluated_points(backend, case, mode)
+    flops, dense_flops = bench.flop_counts(backend, case, mode, points)
+    s = case["shape"]
+    memory = bench.measure_subprocess(backend, shape, mode, rounds=1)  # a fresh process: its peak is its own
+    benchmark.extra_info.update(
+        rays_per_s=s.batch * s.resolution**2 / t,
+        points_per_s=s.batch * s.resolution**2 * s.samples / t,
+        evaluated_points=sum(points),
+        gflops=flops / t / 1e9,
+        dense_equivalent_gflops=dense_flops / t / 1e9,
+        peak_memory_mb=memory["peak_bytes"] / 2**20,
+        peak_memory_method=memory["peak_method"],
+    )
+    assert t > 0

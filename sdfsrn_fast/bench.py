@@ -1,0 +1,295 @@
+"""Benchmarks of ``render``: named shapes, the backends to compare, FLOP counts, and peak memory measured in a
+fresh subprocess. ``python -m sdfsrn_fast.bench`` prints one table from one run (and writes its JSON);
+``pytest benchmarks --benchmark-only`` runs the same cases under pytest-benchmark.
+
+Timings on a shared or small machine are noisy: compare backends as ratios within one run. Peak memory is the
+growth of the resident set (CPU: VmHWM after resetting it, minus VmRSS before the timed rounds, in a process
+that ran nothing else; CUDA: ``torch.cuda.max_memory_allocated``), measured after one warm-up call, so that
+compilation is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+__all__ = ["SHAPES", "BACKENDS", "make_case", "make_step", "measure", "mlp_flops", "sgemm_gflops", "main"]
+
+
+@dataclass(frozen=True)
+class Shape:
+    batch: int
+    resolution: int
+    samples: int
+    hidden: int
+    latent: int
+
+
+SHAPES = {
+    "tiny": Shape(1, 16, 16, 64, 32),
+    "study": Shape(4, 64, 64, 256, 128),  # the original study's configuration
+    "large": Shape(8, 128, 128, 256, 128),  # fast backends only
+}
+BASELINES = ("reference", "reference_compiled")  # torch.compile(reference): the peer a user would try first
+BACKENDS = BASELINES + ("compiled",)
+MODES = ("forward", "forward_backward")
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def mlp_flops(hidden: int, latent: int, dense: bool) -> int:
+    """Forward FLOPs of the decoder at one point. ``dense``: the latent goes through layers 1 and 3 at every
+    point (the reference); otherwise its share ``W_z z`` is computed once per shape (the fast backends)."""
+    x = latent + 3 if dense else 3
+    return 2 * (x * hidden + hidden * hidden + (hidden + x) * hidden + hidden * hidden + hidden)
+
+
+def make_case(shape: str, device=None, seed: int = 0) -> dict:
+    """Decoder, latents, rays and a target silhouette for a named shape. The decoder has a surface (geometric
+    init: a sphere of radius 0.5), as in training; a random decoder's flat SDF would hide the sparse backward."""
+    from . import SDFDecoder
+    from .cameras import orbit_rays, sphere_near_far
+
+    s = SHAPES[shape]
+    device = torch.device(device) if device is not None else default_device()
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    decoder = SDFDecoder(latent_dim=s.latent, hidden_dim=s.hidden).to(device)
+    az = torch.rand(s.batch, generator=g) * 2 * math.pi
+    el = (torch.rand(s.batch, generator=g) - 0.3) * 1.0
+    o, d = orbit_rays(az, el, 2.5, math.radians(50), s.resolution, s.resolution)
+    near, far, valid = sphere_near_far(o, d)
+    target = ((torch.linalg.cross(o, d, dim=-1).norm(dim=-1) < 0.4) & valid).float()
+    z = (0.1 * torch.randn(s.batch, s.latent, generator=g)).requires_grad_(True)
+    to = lambda t: t.to(device)  # noqa: E731
+    return dict(shape=s, decoder=decoder, z=to(z.detach()).requires_grad_(True),
+                rays=tuple(map(to, (o, d, near, far, valid))), target=to(target), device=device)
+
+
+_REFERENCE_COMPILED = None
+
+
+def _reference_compiled():
+    global _REFERENCE_COMPILED
+    if _REFERENCE_COMPILED is None:
+        from ._reference import render_reference
+
+        _REFERENCE_COMPILED = torch.compile(render_reference)
+    return _REFERENCE_COMPILED
+
+
+def make_step(backend: str, case: dict, mode: str):
+    """A no-argument callable running one forward (no grad) or one forward+backward of ``backend``."""
+    from . import render
+
+    dec, z, rays, target, s = case["decoder"], case["z"], case["rays"], case["target"], case["shape"]
+    sync = torch.cuda.synchronize if case["device"].type == "cuda" else (lambda: None)
+
+    def sil():
+        if backend == "reference_compiled":
+            return _reference_compiled()(dec, z, *rays, s.samples, 0.01, 0.005)
+        return render(dec, z, *rays, num_samples=s.samples, backend=backend)
+
+    def forward():
+        with torch.no_grad():
+            sil()
+        sync()
+
+    def forward_backward():
+        dec.zero_grad(set_to_none=True)
+        z.grad = None
+        ((sil() - target) ** 2).mean().backward()
+        sync()
+
+    return forward if mode == "forward" else forward_backward
+
+
+def evaluated_points(backend: str, case: dict, mode: str) -> tuple[int, int]:
+    """(forward, backward) samples at which the decoder ran in the last call of ``backend``."""
+    s = case["shape"]
+    if backend in BASELINES:
+        dense = s.batch * s.resolution**2 * s.samples
+        return dense, dense if mode == "forward_backward" else 0
+    from ._fused import STATS
+
+    return STATS["forward_points"], STATS["backward_points"] if mode == "forward_backward" else 0
+
+
+def flop_counts(backend: str, case: dict, mode: str, points: tuple[int, int]) -> tuple[float, float]:
+    """(evaluated, dense-equivalent) FLOPs of one call. Backward costs 2x forward per point; the fast backends
+    also recompute the forward there, so 3x per backward point (autograd's reference keeps activations: 2x)."""
+    s = case["shape"]
+    dense = backend in BASELINES
+    f = mlp_flops(s.hidden, s.latent, dense)
+    evaluated = points[0] * f + (2 if dense else 3) * points[1] * f
+    n = s.batch * s.resolution**2 * s.samples
+    equivalent = n * mlp_flops(s.hidden, s.latent, True) * (3 if mode == "forward_backward" else 1)
+    return float(evaluated), float(equivalent)
+
+
+def _read_status(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM, the peak resident set (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def measure(backend: str, shape: str, mode: str, rounds: int = 3) -> dict:
+    """Runs in THIS process: one warm-up call, then ``rounds`` timed calls. Call it in a fresh process for an
+    honest peak memory (see :func:`measure_subprocess`)."""
+    import gc
+    import resource
+
+    case = make_case(shape)
+    step = make_step(backend, case, mode)
+    step()  # warm-up: compiles, allocates caches
+    gc.collect()
+    cuda = case["device"].type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    base_rss = _read_status("VmRSS")
+    exact_peak = _reset_peak()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    if cuda:
+        peak, how = torch.cuda.max_memory_allocated() - base, "cuda max_memory_allocated"
+    elif exact_peak and base_rss is not None:
+        peak, how = _read_status("VmHWM") - base_rss, "VmHWM after reset - VmRSS before"
+    else:
+        peak, how = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss (includes setup)"
+    points = evaluated_points(backend, case, mode)
+    flops, dense_flops = flop_counts(backend, case, mode, points)
+    s = case["shape"]
+    t = statistics.median(times)
+    return dict(backend=backend, shape=shape, mode=mode, device=str(case["device"]), times=times, time=t,
+                peak_bytes=peak, peak_method=how, forward_points=points[0], backward_points=points[1],
+                gflops=flops / t / 1e9, dense_gflops=dense_flops / t / 1e9,
+                rays_per_s=s.batch * s.resolution**2 / t, points_per_s=s.batch * s.resolution**2 * s.samples / t,
+                chunk=os.environ.get("SDFSRN_CHUNK"), threads=torch.get_num_threads())
+
+
+def measure_subprocess(backend: str, shape: str, mode: str, rounds: int = 3, env: dict | None = None) -> dict:
+    """:func:`measure` in a fresh Python process (so that its peak memory is its own)."""
+    cmd = [sys.executable, "-m", "sdfsrn_fast.bench", "--worker", backend, shape, mode, "--rounds", str(rounds)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark worker {backend}/{shape}/{mode} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def sgemm_gflops(n: int = 2048, reps: int = 5, device=None) -> float:
+    """This machine's float32 matrix-multiply throughput (n x n x n), best of ``reps``."""
+    device = torch.device(device) if device is not None else default_device()
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = float("inf")
+    for _ in range(reps + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def available_bench_backends() -> list[str]:
+    from . import available_backends
+
+    return list(BASELINES) + [b for b in available_backends() if b != "reference"]
+
+
+def _table(rows: list[dict], sgemm: float) -> str:
+    by = {(r["backend"], r["shape"], r["mode"]): r for r in rows}
+    head = (f"{'shape':<6} {'mode':<17} {'backend':<19} {'time s':>8} {'x ref':>7} {'x c(ref)':>8} "
+            f"{'peak MB':>9} {'GFLOP/s':>8} {'%sgemm':>7} {'dense-eq GFLOP/s':>17} {'bwd pts %':>9}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        ref = by.get(("reference", r["shape"], r["mode"]))
+        cref = by.get(("reference_compiled", r["shape"], r["mode"]))
+        x_ref = f"{ref['time'] / r['time']:.1f}" if ref else "-"
+        x_cref = f"{cref['time'] / r['time']:.1f}" if cref else "-"
+        bwd = f"{100 * r['backward_points'] / max(r['forward_points'], 1):.1f}" if r["mode"] != "forward" else "-"
+        lines.append(f"{r['shape']:<6} {r['mode']:<17} {r['backend']:<19} {r['time']:>8.3f} {x_ref:>7} "
+                     f"{x_cref:>8} {r['peak_bytes'] / 2**20:>9.1f} {r['gflops']:>8.1f} "
+                     f"{100 * r['gflops'] / sgemm:>7.1f} {r['dense_gflops']:>17.1f} {bwd:>9}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m sdfsrn_fast.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", nargs="+", default=["tiny", "study"], choices=list(SHAPES))
+    p.add_argument("--backends", nargs="+", default=None, help="default: the baselines and every available fast one")
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--json", default="bench.json", help="where to write the results")
+    p.add_argument("--sweep-chunk", nargs="*", type=int, default=None, metavar="N",
+                   help="instead: time the compiled backend's no-grad forward at the study shape per chunk size")
+    p.add_argument("--worker", nargs=3, metavar=("BACKEND", "SHAPE", "MODE"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(measure(*args.worker, rounds=args.rounds)))
+        return
+    sgemm = sgemm_gflops()
+    print(f"sgemm (2048^3 float32, {default_device()}, {torch.get_num_threads()} threads): {sgemm:.1f} GFLOP/s")
+    rows = []
+    if args.sweep_chunk is not None:
+        for chunk in args.sweep_chunk or [256, 512, 1024, 2048, 4096, 8192, 16384, 32768]:
+            r = measure_subprocess("compiled", "study", "forward", args.rounds, env={"SDFSRN_CHUNK": str(chunk)})
+            rows.append(r)
+            print(f"chunk {chunk:>6}: {r['time']:.3f} s  {r['gflops']:.1f} GFLOP/s  "
+                  f"({100 * r['gflops'] / sgemm:.0f}% of sgemm)", flush=True)
+    else:
+        backends = args.backends or available_bench_backends()
+        try:
+            from tqdm import tqdm
+        except ImportError:  # progress is optional
+            tqdm = None
+        jobs = [(b, s, m) for s in args.shapes for m in args.modes for b in backends
+                if not (s == "large" and b in BASELINES)]
+        bar = tqdm(jobs, desc="benchmarks") if tqdm else jobs
+        for b, s, m in bar:
+            if tqdm:
+                bar.set_postfix_str(f"{s}/{m}/{b}")
+            rows.append(measure_subprocess(b, s, m, args.rounds))
+        print(_table(rows, sgemm))
+    with open(args.json, "w") as f:
+        json.dump(dict(sgemm_gflops=sgemm, shapes={k: asdict(v) for k, v in SHAPES.items()}, results=rows), f,
+                  indent=1)
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
