@@ -225,6 +225,38 @@ def sgemm_gflops(n: int = 2048, reps: int = 5, device=None) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def grad_eps_error(values, shape: str = "study", fit_steps: int = 150) -> list[dict]:
+    """Relative gradient error (per tensor, worst and global) of each ``grad_eps`` against the exact gradient
+    (grad_eps = 0), and the backward time, on a trained-like decoder (fitted to a sphere's SDF)."""
+    from . import render
+
+    case = make_case(shape)
+    dec, z, rays, target, s = case["decoder"], case["z"], case["rays"], case["target"], case["shape"]
+    dec.fit_sphere(radius=0.45, steps=fit_steps)
+    params = [z, *dec.parameters()]
+
+    def grads(eps):
+        sil = render(dec, z, *rays, num_samples=s.samples, grad_eps=eps, backend="compiled")
+        t0 = time.perf_counter()
+        g = torch.autograd.grad(((sil - target) ** 2).mean(), params)
+        return g, time.perf_counter() - t0
+
+    grads(0.0)  # warm-up (compile)
+    exact, t_exact = grads(0.0)
+    from ._fused import STATS
+
+    rows = [dict(grad_eps=0.0, worst=0.0, global_=0.0, backward_s=t_exact, kept=STATS["backward_points"] /
+                 max(STATS["forward_points"], 1))]
+    flat_exact = torch.cat([g.flatten() for g in exact])
+    for eps in values:
+        g, t = grads(eps)
+        worst = max(((a - b).norm() / b.norm()).item() for a, b in zip(g, exact))
+        glob = ((torch.cat([x.flatten() for x in g]) - flat_exact).norm() / flat_exact.norm()).item()
+        rows.append(dict(grad_eps=eps, worst=worst, global_=glob, backward_s=t,
+                         kept=STATS["backward_points"] / max(STATS["forward_points"], 1)))
+    return rows
+
+
 def available_bench_backends() -> list[str]:
     from . import available_backends
 
@@ -257,6 +289,8 @@ def main(argv=None) -> None:
     p.add_argument("--json", default="bench.json", help="where to write the results")
     p.add_argument("--sweep-chunk", nargs="*", type=int, default=None, metavar="N",
                    help="instead: time the compiled backend's no-grad forward at the study shape per chunk size")
+    p.add_argument("--grad-eps", nargs="*", type=float, default=None, metavar="EPS",
+                   help="instead: gradient error and backward time of these grad_eps against grad_eps=0 (study shape)")
     p.add_argument("--worker", nargs=3, metavar=("BACKEND", "SHAPE", "MODE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -265,7 +299,13 @@ def main(argv=None) -> None:
     sgemm = sgemm_gflops()
     print(f"sgemm (2048^3 float32, {default_device()}, {torch.get_num_threads()} threads): {sgemm:.1f} GFLOP/s")
     rows = []
-    if args.sweep_chunk is not None:
+    if args.grad_eps is not None:
+        rows = grad_eps_error(args.grad_eps or [1e-6, 1e-5, 1e-4, 1e-3, 1e-2])
+        print(f"{'grad_eps':>9} {'worst tensor rel err':>21} {'global rel err':>15} {'backward s':>11} {'kept %':>7}")
+        for r in rows:
+            print(f"{r['grad_eps']:>9g} {r['worst']:>21.2e} {r['global_']:>15.2e} {r['backward_s']:>11.3f} "
+                  f"{100 * r['kept']:>7.1f}")
+    elif args.sweep_chunk is not None:
         for chunk in args.sweep_chunk or [256, 512, 1024, 2048, 4096, 8192, 16384, 32768]:
             r = measure_subprocess("compiled", "study", "forward", args.rounds, env={"SDFSRN_CHUNK": str(chunk)})
             rows.append(r)

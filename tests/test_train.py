@@ -180,3 +180,4 @@ def test_two_process_data_parallel(tmp_path):
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     rows = metrics(tmp_path)
     assert rows[-1]["train_mse"] < rows[0]["train_mse"]
+
