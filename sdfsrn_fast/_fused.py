@@ -124,6 +124,15 @@ def _take(t: torch.Tensor, start: int, chunk: int, pad_value=0):
     return torch.cat([part, pad])
 
 
+def _latent_share(z, W0, b0, W1, b1, W2, b2, W3, b3, W4, b4):
+    """The latent's share of layers 1 and 3, ``W_z z + b`` [B, H] each, computed once per shape, and the
+    per-point weights in the order the chunk kernels take them."""
+    L, H = z.shape[1], W1.shape[0]
+    c0_shape = torch.addmm(b0, z, W0[:, :L].t())
+    c2_shape = torch.addmm(b2, z, W2[:, H : H + L].t())
+    return c0_shape, c2_shape, (W0[:, L:], W1, b1, W2[:, :H], W2[:, H + L :], W3, b3, W4[0], b4[0])
+
+
 class FusedRender(torch.autograd.Function):
     """Fused soft-silhouette render of an SDFDecoder; see the module docstring."""
 
@@ -131,17 +140,12 @@ class FusedRender(torch.autograd.Function):
     def forward(ctx, kernels, cfg, points, ray_b, ray_index, B, R, z, W0, b0, W1, b1, W2, b2, W3, b3, W4, b4):
         # points [Nv*S, 3] samples of the valid rays; ray_b [Nv] shape of each valid ray; ray_index [Nv] into B*R.
         S, tau, tau_min, activation, beta = cfg["S"], cfg["tau"], cfg["tau_min"], cfg["activation"], cfg["beta"]
-        L = z.shape[1]
-        H = W1.shape[0]
-        W0p, W2h, W2p = W0[:, L:], W2[:, :H], W2[:, H + L :]
-        c0_shape = torch.addmm(b0, z, W0[:, :L].t())  # [B, H]: the latent's share, once per shape
-        c2_shape = torch.addmm(b2, z, W2[:, H : H + L].t())
+        c0_shape, c2_shape, weights = _latent_share(z, W0, b0, W1, b1, W2, b2, W3, b3, W4, b4)
         n = points.shape[0]
         STATS["forward_points"] = n
         chunk = kernels.chunk or max(n, 1)
         sample_b = ray_b.repeat_interleave(S)
         s = torch.empty(n, dtype=z.dtype, device=z.device)
-        weights = (W0p, W1, b1, W2h, W2p, W3, b3, W4[0], b4[0])
         for start in _padded_chunks(n, chunk):
             bidx = _take(sample_b, start, chunk)
             out = kernels.forward(_take(points, start, chunk), c0_shape[bidx], c2_shape[bidx], *weights,
@@ -162,8 +166,7 @@ class FusedRender(torch.autograd.Function):
         cfg, kernels = ctx.cfg, ctx.kernels
         S, tau, tau_min, eps = cfg["S"], cfg["tau"], cfg["tau_min"], cfg["grad_eps"]
         activation, beta = cfg["activation"], cfg["beta"]
-        n_inputs = 18
-        grads = [None] * n_inputs
+        grads = [None] * 18  # one per forward input
         if not any(ctx.needs_input_grad[7:]):
             return tuple(grads)
         B, L = z.shape
@@ -171,6 +174,7 @@ class FusedRender(torch.autograd.Function):
         dm = -(1.0 / tau) * sil_v * (1 - sil_v) * grad_sil.reshape(-1)[ray_index]  # [Nv]
         w = torch.exp(-s / tau_min - lse[:, None])  # soft-min weights [Nv, S]
         ds = dm[:, None] * w
+
         def largest(t):
             return t.abs().max() if t.numel() else t.new_zeros(())
 
@@ -182,10 +186,7 @@ class FusedRender(torch.autograd.Function):
         g_all = ds.view(-1)[idx]
         sample_b = ray_b.repeat_interleave(S)[idx]
         kept_points = points[idx]
-        W0p, W2h, W2p = W0[:, L:], W2[:, :H], W2[:, H + L :]
-        c0_shape = torch.addmm(b0, z, W0[:, :L].t())
-        c2_shape = torch.addmm(b2, z, W2[:, H : H + L].t())
-        weights = (W0p, W1, b1, W2h, W2p, W3, b3, W4[0], b4[0])
+        c0_shape, c2_shape, weights = _latent_share(z, W0, b0, W1, b1, W2, b2, W3, b3, W4, b4)
         n = idx.shape[0]
         STATS["backward_points"] = n
         chunk = kernels.chunk or max(n, 1)
