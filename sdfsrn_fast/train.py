@@ -78,7 +78,7 @@ PRESETS = {
     # Finishes in minutes on a 2-core laptop CPU (measured: see the README).
     "quick": dict(epochs=300, rays=32, samples=32, hidden=128, eval_samples=64, eval_every=100),
     # The original study: 50 shapes, 64x64, 64 samples per ray, hidden 256, latent 128, 300 epochs.
-    "study": dict(epochs=300, rays=64, samples=64, hidden=256, eval_samples=64, eval_every=25),
+    "study": dict(epochs=300, rays=64, samples=64, hidden=256, eval_samples=64, eval_every=50),
 }
 # Fields that must match to resume a run from its checkpoint.
 _RESUME_FIELDS = ("num_shapes", "data_seed", "dataset", "seed", "batch_size", "rays", "samples", "hidden", "latent",

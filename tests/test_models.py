@@ -44,3 +44,13 @@ def test_encoder_shapes_and_errors():
     assert enc(torch.randn(3, 3, 64, 64)).shape == (3, 16)
     with pytest.raises(ValueError, match="images"):
         enc(torch.randn(3, 3, 32, 32))
+
+
+def test_import_loads_no_triton_and_no_cpp():
+    import subprocess
+    import sys
+
+    code = ("import sys, sdfsrn_fast; "
+            "assert 'triton' not in sys.modules, 'triton imported'; "
+            "assert not any(m.startswith('torch.utils.cpp_extension') for m in sys.modules), 'cpp_extension imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
