@@ -346,7 +346,7 @@ def train(config: Config, encoder: Optional[torch.nn.Module] = None, resume: boo
     opt = torch.optim.Adam(params, lr=cfg.lr)
     start_epoch, history = 0, []
     if resume:
-        start_epoch, history = _resume(cfg, out, encoder, decoder, opt, device)
+        start_epoch, history = _resume(cfg, out, encoder, decoder, opt, device, write=rank == 0)
     else:
         if cfg.fit_sphere_steps > 0:
             decoder.fit_sphere(radius=cfg.init_radius, steps=cfg.fit_sphere_steps, seed=cfg.seed)
@@ -466,7 +466,7 @@ def _check_config(cfg: Config) -> None:
             raise TrainError(f"{name} must be > 0, got {getattr(cfg, name)}")
 
 
-def _resume(cfg: Config, out: Path, encoder, decoder, opt, device):
+def _resume(cfg: Config, out: Path, encoder, decoder, opt, device, write: bool = True):
     ckpt = read_checkpoint(out, device)
     saved_cfg = Config(**ckpt["config"])
     diff = [k for k in _RESUME_FIELDS if getattr(saved_cfg, k) != getattr(cfg, k)]
@@ -481,9 +481,10 @@ def _resume(cfg: Config, out: Path, encoder, decoder, opt, device):
     opt.load_state_dict(ckpt["optimizer"])
     if ckpt["epoch"] >= cfg.epochs:
         raise TrainError(f"{out} already finished {ckpt['epoch']} epochs; pass --epochs N with N larger to go on")
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-    # metrics.jsonl may hold epochs after the checkpoint (interrupted between the two writes): keep it in step
-    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ckpt["history"]))
+    if write:  # rank 0 only
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+        # metrics.jsonl may hold epochs after the checkpoint (interrupted between the two writes): keep it in step
+        (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ckpt["history"]))
     return ckpt["epoch"], list(ckpt["history"])
 
 
