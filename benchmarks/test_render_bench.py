@@ -25,17 +25,7 @@ def test_render(benchmark, backend, shape, mode):
     benchmark.group = f"{shape}-{mode}"
     benchmark.pedantic(step, rounds=ROUNDS[shape], iterations=1, warmup_rounds=1)
     t = benchmark.stats.stats.median
-    points = bench.evaluated_points(backend, case, mode)
-    flops, dense_flops = bench.flop_counts(backend, case, mode, points)
-    s = case["shape"]
+    benchmark.extra_info.update(bench.rates(backend, case, mode, t))
     memory = bench.measure_subprocess(backend, shape, mode, rounds=1)  # a fresh process: its peak is its own
-    benchmark.extra_info.update(
-        rays_per_s=s.batch * s.resolution**2 / t,
-        points_per_s=s.batch * s.resolution**2 * s.samples / t,
-        evaluated_points=sum(points),
-        gflops=flops / t / 1e9,
-        dense_equivalent_gflops=dense_flops / t / 1e9,
-        peak_memory_mb=memory["peak_bytes"] / 2**20,
-        peak_memory_method=memory["peak_method"],
-    )
+    benchmark.extra_info.update(peak_memory_mb=memory["peak_bytes"] / 2**20, peak_memory_method=memory["peak_method"])
     assert t > 0

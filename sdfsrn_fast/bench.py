@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-__all__ = ["SHAPES", "BACKENDS", "make_case", "make_step", "measure", "mlp_flops", "sgemm_gflops", "main"]
+__all__ = ["SHAPES", "BACKENDS", "make_case", "make_step", "measure", "rates", "mlp_flops", "sgemm_gflops", "main"]
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,18 @@ def flop_counts(backend: str, case: dict, mode: str, points: tuple[int, int]) ->
     return float(evaluated), float(equivalent)
 
 
+def rates(backend: str, case: dict, mode: str, seconds: float) -> dict:
+    """Throughput of one call that took ``seconds`` (call right after it: the fused backends' sample counts
+    are those of their last call)."""
+    s = case["shape"]
+    points = evaluated_points(backend, case, mode)
+    flops, dense_flops = flop_counts(backend, case, mode, points)
+    rays = s.batch * s.resolution**2
+    return dict(forward_points=points[0], backward_points=points[1], gflops=flops / seconds / 1e9,
+                dense_gflops=dense_flops / seconds / 1e9, rays_per_s=rays / seconds,
+                points_per_s=rays * s.samples / seconds)
+
+
 def _read_status(key: str) -> int | None:
     try:
         with open("/proc/self/status") as f:
@@ -189,14 +201,9 @@ def measure(backend: str, shape: str, mode: str, rounds: int = 3) -> dict:
         peak, how = _read_status("VmHWM") - base_rss, "VmHWM after reset - VmRSS before"
     else:
         peak, how = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss (includes setup)"
-    points = evaluated_points(backend, case, mode)
-    flops, dense_flops = flop_counts(backend, case, mode, points)
-    s = case["shape"]
     t = statistics.median(times)
     return dict(backend=backend, shape=shape, mode=mode, device=str(case["device"]), times=times, time=t,
-                peak_bytes=peak, peak_method=how, forward_points=points[0], backward_points=points[1],
-                gflops=flops / t / 1e9, dense_gflops=dense_flops / t / 1e9,
-                rays_per_s=s.batch * s.resolution**2 / t, points_per_s=s.batch * s.resolution**2 * s.samples / t,
+                peak_bytes=peak, peak_method=how, **rates(backend, case, mode, t),
                 chunk=os.environ.get("SDFSRN_CHUNK"), threads=torch.get_num_threads())
 
 

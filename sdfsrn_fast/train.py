@@ -296,8 +296,7 @@ def _batches(cfg: Config, n: int, epoch: int, rank: int, world: int):
     out = []
     for k in range(steps):
         chunk = perm[k * global_batch : (k + 1) * global_batch]
-        mine = chunk[rank * per_rank : (rank + 1) * per_rank] if world > 1 else chunk
-        out.append(mine)
+        out.append(chunk[rank * per_rank : (rank + 1) * per_rank])  # world 1: the whole chunk
     return out, g
 
 
