@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import FAMILIES
+from .cameras import camera_frame
+from .data import FAMILIES, _render_view
 from .train import TrainError, _load_data, evaluate_novel_views, load_run
 
-__all__ = ["shape_metrics", "evaluate_run", "main"]
+__all__ = ["shape_metrics", "evaluate_run", "view_aligned_ellipsoid_iou", "main"]
 
 
 def _grid(n: int, device) -> torch.Tensor:
@@ -91,6 +92,49 @@ def evaluate_run(run_dir, grid: int = 64, device: str = "cpu", progress: bool = 
     return result
 
 
+DEPTH_GUESSES = ("mean", "true")
+
+
+def view_aligned_ellipsoid_iou(ds, depth: str = "mean") -> float:
+    """How far one silhouette determines an ellipsoid: the mean novel-view IoU (64x64 or the dataset's size) of a
+    guess that reproduces each ellipsoid's training silhouette exactly (orthographically) but puts its third
+    axis along the training camera's view direction, over the dataset's ellipsoids.
+
+    An ellipsoid ``{x: x^T M^-1 x <= 1}`` casts (orthographically) the shadow given by the image-plane 2x2 block
+    of ``M`` in the camera's frame; the rest of ``M`` (the depth axis's tilt and length) no silhouette from that
+    view shows. The guess zeroes the tilt and takes the squared depth semi-axis as the mean of the shadow's two
+    (``depth="mean"``, a guess from the image alone) or the true one (``depth="true"``, an oracle: what is
+    left is the tilt alone).
+    """
+    if depth not in DEPTH_GUESSES:
+        raise ValueError(f"`depth` must be one of {DEPTH_GUESSES}, got {depth!r}")
+    ious = []
+    for i, family in enumerate(ds.families):
+        if family != "ellipsoid":
+            continue
+        size, rot = ds.sizes[i].double(), ds.rotations[i].double()
+        _, fwd, right, up = camera_frame(ds.azimuth[i : i + 1].double(), ds.elevation[i : i + 1].double(),
+                                         ds.distance)
+        basis = torch.stack([right[0], up[0], fwd[0]], dim=1)  # camera frame -> world
+        m = basis.T @ rot @ torch.diag(size**2) @ rot.T @ basis
+        guess = torch.zeros_like(m)
+        guess[:2, :2] = m[:2, :2]
+        guess[2, 2] = torch.linalg.eigvalsh(m[:2, :2]).mean() if depth == "mean" else m[2, 2]
+        axes2, frame = torch.linalg.eigh(basis @ guess @ basis.T)
+        if torch.linalg.det(frame) < 0:
+            frame[:, 0] = -frame[:, 0]
+        res = ds.resolution
+        pred = torch.stack([_render_view("ellipsoid", axes2.sqrt(), frame, None, float(a), float(e), ds.distance,
+                                         ds.fov, res, False)[0]
+                            for a, e in zip(ds.novel_azimuth[i], ds.novel_elevation[i])])
+        gt = ds.novel_silhouettes[i] > 0.5
+        inter = ((pred > 0.5) & gt).sum((-1, -2)).double()
+        ious.append((inter / ((pred > 0.5) | gt).sum((-1, -2)).double()).mean().item())
+    if not ious:
+        raise ValueError("the dataset has no ellipsoids")
+    return float(np.mean(ious))
+
+
 def _table(r: dict) -> str:
     lines = [f"{'':<10} {'novel MSE':>10} {'novel IoU':>10} {'Chamfer':>9} {'vol IoU':>8}"]
     for fam in list(FAMILIES) + ["all"]:
@@ -104,11 +148,25 @@ def _table(r: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="sdfsrn-eval", description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", nargs="?", help="a run directory of sdfsrn-train")
+    p.add_argument("--ellipsoid-baseline", action="store_true",
+                   help="print what one silhouette determines of an ellipsoid (no run needed): the novel-view IoU "
+                        "of view-aligned guesses on the built-in dataset")
     p.add_argument("--grid", type=int, default=64, help="marching-cubes grid per side (default 64)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if args.ellipsoid_baseline:
+        from .data import make_dataset
+
+        ds = make_dataset()
+        for depth in DEPTH_GUESSES:
+            print(f"view-aligned ellipsoid guess, {depth} depth: novel-view IoU "
+                  f"{view_aligned_ellipsoid_iou(ds, depth):.3f}")
+        if args.run_dir is None:
+            return 0
+    if args.run_dir is None:
+        p.error("give a run directory (or --ellipsoid-baseline)")
     try:
         r = evaluate_run(args.run_dir, args.grid, args.device, progress=not args.no_progress)
     except (TrainError, ImportError) as err:

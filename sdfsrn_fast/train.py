@@ -50,6 +50,7 @@ class Config:
     epochs: int = 300
     batch_size: int = 10
     rays: int = 32  # training rays per image side
+    rays_per_step: int = 0  # rays drawn at random from each rays x rays image per step; 0: all of them
     samples: int = 32
     eval_samples: int = 64
     hidden: int = 128
@@ -81,7 +82,7 @@ PRESETS = {
     "study": dict(epochs=300, rays=64, samples=64, hidden=256, eval_samples=64, eval_every=50),
 }
 # Fields that must match to resume a run from its checkpoint.
-_RESUME_FIELDS = ("num_shapes", "data_seed", "dataset", "seed", "batch_size", "rays", "samples", "hidden", "latent",
+_RESUME_FIELDS = ("num_shapes", "data_seed", "dataset", "seed", "batch_size", "rays", "rays_per_step", "samples", "hidden", "latent",
                   "activation", "softplus_beta", "encoder", "lr", "tau_start", "tau_end", "tau_min_ratio",
                   "eikonal_weight", "eikonal_points", "jitter", "grad_eps")
 
@@ -300,6 +301,18 @@ def _batches(cfg: Config, n: int, epoch: int, rank: int, world: int):
     return out, g
 
 
+def _step_rays(cfg: Config, rays, targets, idx, g: torch.Generator):
+    """The rays (origins, directions, near, far, valid) and targets of shapes ``idx`` for one step: all of each
+    image's rays, or ``cfg.rays_per_step`` of them drawn at random (fine pixels at the cost of coarse ones)."""
+    rays, target = [t[idx] for t in rays], targets[idx]
+    R = target.shape[1]
+    if cfg.rays_per_step <= 0 or cfg.rays_per_step >= R:
+        return rays, target
+    pick = torch.rand(len(idx), R, generator=g).argsort(dim=1)[:, : cfg.rays_per_step].to(target.device)
+    take = lambda t: t.gather(1, pick if t.dim() == 2 else pick[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
+    return [take(t) for t in rays], take(target)
+
+
 def _eikonal(decoder, z, num_points: int, g: torch.Generator, device) -> torch.Tensor:
     B = z.shape[0]
     p = torch.randn(B, num_points, 3, generator=g)
@@ -382,11 +395,12 @@ def train(config: Config, encoder: Optional[torch.nn.Module] = None, resume: boo
             for idx in batches:
                 idx_d = idx.to(device)
                 z = encoder(images[idx_d])
-                jitter = (torch.rand(len(idx), cfg.rays**2, generator=g) - 0.5).to(device) if cfg.jitter else None
-                sil = render(decoder, z, *(t[idx_d] for t in rays), num_samples=cfg.samples, tau=tau,
+                batch_rays, target = _step_rays(cfg, rays, targets, idx_d, g)
+                jitter = (torch.rand(target.shape, generator=g) - 0.5).to(device) if cfg.jitter else None
+                sil = render(decoder, z, *batch_rays, num_samples=cfg.samples, tau=tau,
                              tau_min=tau * cfg.tau_min_ratio, grad_eps=cfg.grad_eps, jitter=jitter,
                              backend=cfg.backend)
-                mse = ((sil - targets[idx_d]) ** 2).mean()
+                mse = ((sil - target) ** 2).mean()
                 loss = mse
                 eik = torch.zeros((), device=device)
                 if cfg.eikonal_weight > 0:
@@ -457,6 +471,8 @@ def _check_config(cfg: Config) -> None:
 
     if cfg.backend != "auto" and cfg.backend not in available_backends():
         raise TrainError(f"unknown or unavailable backend {cfg.backend!r}; available: {available_backends()}")
+    if cfg.rays_per_step < 0:
+        raise TrainError(f"rays_per_step must be >= 0, got {cfg.rays_per_step}")
     for name in ("epochs", "batch_size", "rays", "samples", "eval_samples", "hidden", "latent", "num_shapes"):
         if getattr(cfg, name) < 1:
             raise TrainError(f"{name} must be >= 1, got {getattr(cfg, name)}")

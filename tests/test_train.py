@@ -42,6 +42,25 @@ def test_loss_falls(tmp_path):
     assert cfg["hidden"] == 32 and cfg["preset"] == "quick"
 
 
+def test_rays_per_step_draws_matching_rays_and_targets():
+    """A random subset of each image's rays, every ray with its own target, different per shape and per step."""
+    cfg = tiny("unused", rays=8, rays_per_step=5)
+    R = 64
+    ray_id = torch.arange(2 * R, dtype=torch.float32).reshape(2, R)  # shape s, ray r -> s * R + r
+    rays = [ray_id[..., None].expand(-1, -1, 3), ray_id[..., None].expand(-1, -1, 3), ray_id, ray_id + 1,
+            torch.ones(2, R, dtype=torch.bool)]
+    g = torch.Generator().manual_seed(0)
+    (o, d, near, far, valid), target = train_mod._step_rays(cfg, rays, ray_id, torch.tensor([1, 0]), g)
+    assert target.shape == (2, 5) and o.shape == (2, 5, 3) and valid.shape == (2, 5)
+    assert torch.equal(o[..., 0], target) and torch.equal(d[..., 2], target) and torch.equal(far, target + 1)
+    assert (target[0] >= R).all() and (target[1] < R).all()  # shape 1 first, as asked
+    assert target[0].unique().numel() == 5  # drawn without repeats
+    _, again = train_mod._step_rays(cfg, rays, ray_id, torch.tensor([1, 0]), g)
+    assert not torch.equal(again, target)
+    all_rays, all_target = train_mod._step_rays(tiny("unused", rays=8), rays, ray_id, torch.tensor([1]), g)
+    assert torch.equal(all_target, ray_id[1:]) and torch.equal(all_rays[0], rays[0][1:])
+
+
 class Interrupt(Exception):
     pass
 
@@ -138,6 +157,25 @@ def test_shape_metrics_of_the_truth_are_perfect():
     assert abs(m["chamfer"] - 0.1) < 0.02 and m["volume_iou"] < 0.9
 
 
+def test_view_aligned_ellipsoid_baseline():
+    """The guess is exact where nothing is hidden: a ball (any depth guess), and an ellipsoid whose axis lies along
+    the training view (the true depth); on the built-in ellipsoids the image-only guess falls short of 1."""
+    from sdfsrn_fast.cameras import camera_frame
+    from sdfsrn_fast.data import make_dataset
+    from sdfsrn_fast.evaluate import view_aligned_ellipsoid_iou
+
+    ds = make_dataset(num_shapes=1, resolution=24, num_novel=3, families=("ellipsoid",), seed=3)
+    _, fwd, right, up = camera_frame(ds.azimuth, ds.elevation, ds.distance)
+    for size, rot, depth in (([0.5] * 3, torch.eye(3), "mean"),
+                             ([0.3, 0.6, 0.45], torch.stack([right[0], up[0], fwd[0]], dim=1), "true")):
+        ds.sizes[0], ds.rotations[0] = torch.tensor(size), rot
+        ds.novel_silhouettes[0] = ds.exact_silhouettes(0, ds.novel_azimuth[0], ds.novel_elevation[0], 24)
+        assert view_aligned_ellipsoid_iou(ds, depth) > 0.99
+    assert view_aligned_ellipsoid_iou(make_dataset(num_shapes=9, resolution=24), "mean") < 0.95
+    with pytest.raises(ValueError, match="depth"):
+        view_aligned_ellipsoid_iou(ds, "median")
+
+
 def _cli_error(capsys, argv):
     assert train_mod.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -156,6 +194,7 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
     assert "latents" in _cli_error(capsys, ["--encoder", "tiny_encoder:WrongShapeEncoder", "--latent", "16",
                                             "--out", str(tmp_path)])
     assert "resume" in _cli_error(capsys, ["--resume", str(tmp_path / "nothing-here")])
+    assert "rays_per_step" in _cli_error(capsys, ["--rays-per-step", "-1", "--out", str(tmp_path)])
 
 
 def test_resume_with_incompatible_config(tmp_path, capsys):
