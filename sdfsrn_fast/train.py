@@ -77,7 +77,7 @@ class Config:
 
 PRESETS = {
     # Finishes in minutes on a 2-core laptop CPU (measured: see the README).
-    "quick": dict(epochs=300, rays=32, samples=32, hidden=128, eval_samples=64, eval_every=100),
+    "quick": dict(epochs=300, rays=64, rays_per_step=1024, samples=32, hidden=128, eval_samples=64, eval_every=100),
     # The original study: 50 shapes, 64x64, 64 samples per ray, hidden 256, latent 128, 300 epochs.
     "study": dict(epochs=300, rays=64, samples=64, hidden=256, eval_samples=64, eval_every=50),
 }
