@@ -28,11 +28,12 @@ from typing import Optional
 import torch
 
 from . import render
-from .cameras import orbit_rays, sphere_near_far
+from .cameras import camera_frame, orbit_rays, sphere_near_far
 from .data import FAMILIES, ShapeDataset, load_dataset, make_dataset
 from .models import Encoder, SDFDecoder
 
-__all__ = ["Config", "PRESETS", "TrainResult", "train", "preset_config", "evaluate_novel_views", "main", "load_run"]
+__all__ = ["Config", "PRESETS", "TrainResult", "train", "preset_config", "evaluate_novel_views", "main", "load_run",
+           "mirror_loss"]
 
 EVAL_RESOLUTION = 64  # IoU is always measured on 64x64 novel-view silhouettes (threshold 0.5)
 
@@ -65,7 +66,10 @@ class Config:
     grad_eps: float = 1e-4
     jitter: bool = True  # random per-ray sample offsets, so that training sees between the samples
     eikonal_weight: float = 0.01
-    eikonal_points: int = 512
+    eikonal_points: int = 512  # random points per shape for the eikonal and mirror terms
+    # Prior on the unseen depth: each shape mirror-symmetric about the plane through the origin that faces its
+    # training camera (exact for spheres, the view-aligned guess for ellipsoids; see the README's results).
+    mirror_weight: float = 0.0
     fit_sphere_steps: int = 200
     init_radius: float = 0.45
     backend: str = "auto"
@@ -77,14 +81,15 @@ class Config:
 
 PRESETS = {
     # Finishes in minutes on a 2-core laptop CPU (measured: see the README).
-    "quick": dict(epochs=300, rays=64, rays_per_step=1024, samples=32, hidden=128, eval_samples=64, eval_every=100),
+    "quick": dict(epochs=300, rays=64, rays_per_step=1024, samples=32, hidden=128, eval_samples=64, eval_every=100,
+                  mirror_weight=1.0),
     # The original study: 50 shapes, 64x64, 64 samples per ray, hidden 256, latent 128, 300 epochs.
     "study": dict(epochs=300, rays=64, samples=64, hidden=256, eval_samples=64, eval_every=50),
 }
 # Fields that must match to resume a run from its checkpoint.
-_RESUME_FIELDS = ("num_shapes", "data_seed", "dataset", "seed", "batch_size", "rays", "rays_per_step", "samples", "hidden", "latent",
-                  "activation", "softplus_beta", "encoder", "lr", "tau_start", "tau_end", "tau_min_ratio",
-                  "eikonal_weight", "eikonal_points", "jitter", "grad_eps")
+_RESUME_FIELDS = ("num_shapes", "data_seed", "dataset", "seed", "batch_size", "rays", "rays_per_step", "samples",
+                  "hidden", "latent", "activation", "softplus_beta", "encoder", "lr", "tau_start", "tau_end",
+                  "tau_min_ratio", "eikonal_weight", "eikonal_points", "mirror_weight", "jitter", "grad_eps")
 
 
 class TrainError(RuntimeError):
@@ -313,13 +318,25 @@ def _step_rays(cfg: Config, rays, targets, idx, g: torch.Generator):
     return [take(t) for t in rays], take(target)
 
 
+def _ball_points(batch: int, num_points: int, g: torch.Generator, device) -> torch.Tensor:
+    """[batch, num_points, 3] points uniform in the unit ball."""
+    p = torch.randn(batch, num_points, 3, generator=g)
+    return (p / p.norm(dim=-1, keepdim=True) * torch.rand(batch, num_points, 1, generator=g) ** (1 / 3)).to(device)
+
+
 def _eikonal(decoder, z, num_points: int, g: torch.Generator, device) -> torch.Tensor:
-    B = z.shape[0]
-    p = torch.randn(B, num_points, 3, generator=g)
-    p = p / p.norm(dim=-1, keepdim=True) * torch.rand(B, num_points, 1, generator=g) ** (1 / 3)
-    p = p.to(device).requires_grad_(True)
+    p = _ball_points(z.shape[0], num_points, g, device).requires_grad_(True)
     (grad,) = torch.autograd.grad(decoder(z, p).sum(), p, create_graph=True)
     return ((grad.norm(dim=-1) - 1) ** 2).mean()
+
+
+def mirror_loss(decoder, z, view_dirs: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the SDF at ``points`` [B, P, 3] and at their mirror images across the plane
+    through the origin normal to ``view_dirs`` [B, 3] (each shape's training camera direction): zero for a shape
+    symmetric front to back as seen from its camera."""
+    n = torch.nn.functional.normalize(view_dirs, dim=-1)[:, None, :]
+    mirrored = points - 2 * (points * n).sum(-1, keepdim=True) * n
+    return (decoder(z, points) - decoder(z, mirrored)).pow(2).mean()
 
 
 @dataclass
@@ -373,6 +390,7 @@ def train(config: Config, encoder: Optional[torch.nn.Module] = None, resume: boo
         for p in params:
             dist.broadcast(p.data, 0)
     rays = _rays(ds, ds.azimuth, ds.elevation, cfg.rays, device)
+    view_dirs = camera_frame(ds.azimuth, ds.elevation, ds.distance)[0].to(device)  # camera centres
     targets = _training_targets(ds, cfg.rays).to(device)
 
     bar = None
@@ -391,7 +409,7 @@ def train(config: Config, encoder: Optional[torch.nn.Module] = None, resume: boo
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, epoch)
             batches, g = _batches(cfg, len(ds), epoch, rank, world)
-            loss_sum, count = torch.zeros(2, dtype=torch.float64), 0
+            loss_sum, count = torch.zeros(3, dtype=torch.float64), 0
             for idx in batches:
                 idx_d = idx.to(device)
                 z = encoder(images[idx_d])
@@ -402,10 +420,14 @@ def train(config: Config, encoder: Optional[torch.nn.Module] = None, resume: boo
                              backend=cfg.backend)
                 mse = ((sil - target) ** 2).mean()
                 loss = mse
-                eik = torch.zeros((), device=device)
+                eik, mirror = torch.zeros((), device=device), torch.zeros((), device=device)
                 if cfg.eikonal_weight > 0:
                     eik = _eikonal(decoder, z, cfg.eikonal_points, g, device)
                     loss = loss + cfg.eikonal_weight * eik
+                if cfg.mirror_weight > 0:
+                    points = _ball_points(len(idx), cfg.eikonal_points, g, device)
+                    mirror = mirror_loss(decoder, z, view_dirs[idx_d], points)
+                    loss = loss + cfg.mirror_weight * mirror
                 if not torch.isfinite(loss):
                     raise TrainError(f"loss became {loss.item()} at epoch {epoch}")
                 opt.zero_grad(set_to_none=True)
@@ -413,16 +435,16 @@ def train(config: Config, encoder: Optional[torch.nn.Module] = None, resume: boo
                 if world > 1:
                     _allreduce_grads(params, world)
                 opt.step()
-                loss_sum += torch.tensor([mse.item() * len(idx), eik.item() * len(idx)], dtype=torch.float64)
+                loss_sum += torch.tensor([mse.item(), eik.item(), mirror.item()], dtype=torch.float64) * len(idx)
                 count += len(idx)
             stats = torch.cat([loss_sum, torch.tensor([float(count)], dtype=torch.float64)])
             if world > 1:
                 import torch.distributed as dist
 
                 dist.all_reduce(stats)
-            row = {"epoch": epoch + 1, "train_mse": stats[0].item() / stats[2].item(),
-                   "eikonal": stats[1].item() / stats[2].item(), "tau": tau, "lr": lr_at(cfg, epoch),
-                   "epoch_time": None}
+            mean = (stats[:3] / stats[3]).tolist()
+            row = {"epoch": epoch + 1, "train_mse": mean[0], "eikonal": mean[1], "mirror": mean[2], "tau": tau,
+                   "lr": lr_at(cfg, epoch), "epoch_time": None}
             last = epoch + 1 == cfg.epochs
             if rank == 0 and (last or (cfg.eval_every > 0 and (epoch + 1) % cfg.eval_every == 0)):
                 row.update(evaluate_novel_views(encoder, decoder, ds, cfg, device))
@@ -471,8 +493,9 @@ def _check_config(cfg: Config) -> None:
 
     if cfg.backend != "auto" and cfg.backend not in available_backends():
         raise TrainError(f"unknown or unavailable backend {cfg.backend!r}; available: {available_backends()}")
-    if cfg.rays_per_step < 0:
-        raise TrainError(f"rays_per_step must be >= 0, got {cfg.rays_per_step}")
+    for name in ("rays_per_step", "eikonal_weight", "mirror_weight"):
+        if not getattr(cfg, name) >= 0:
+            raise TrainError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     for name in ("epochs", "batch_size", "rays", "samples", "eval_samples", "hidden", "latent", "num_shapes"):
         if getattr(cfg, name) < 1:
             raise TrainError(f"{name} must be >= 1, got {getattr(cfg, name)}")
