@@ -33,7 +33,7 @@ from .data import FAMILIES, ShapeDataset, load_dataset, make_dataset
 from .models import Encoder, SDFDecoder
 
 __all__ = ["Config", "PRESETS", "TrainResult", "train", "preset_config", "evaluate_novel_views", "main", "load_run",
-           "mirror_loss"]
+           "symmetry_losses", "view_mirrors"]
 
 EVAL_RESOLUTION = 64  # IoU is always measured on 64x64 novel-view silhouettes (threshold 0.5)
 
@@ -66,10 +66,12 @@ class Config:
     grad_eps: float = 1e-4
     jitter: bool = True  # random per-ray sample offsets, so that training sees between the samples
     eikonal_weight: float = 0.01
-    eikonal_points: int = 512  # random points per shape for the eikonal and mirror terms
-    # Prior on the unseen depth: each shape mirror-symmetric about the plane through the origin that faces its
-    # training camera (exact for spheres, the view-aligned guess for ellipsoids; see the README's results).
+    eikonal_points: int = 512  # random points per shape for the eikonal and symmetry terms
+    # Priors on the unseen depth (see the README's results): each shape mirror-symmetric about the plane through
+    # the origin that faces its training camera (exact for spheres, the view-aligned guess for ellipsoids), and
+    # point-symmetric about the origin (exact for all three built-in families).
     mirror_weight: float = 0.0
+    central_weight: float = 0.0
     fit_sphere_steps: int = 200
     init_radius: float = 0.45
     backend: str = "auto"
@@ -82,14 +84,15 @@ class Config:
 PRESETS = {
     # Finishes in minutes on a 2-core laptop CPU (measured: see the README).
     "quick": dict(epochs=300, rays=64, rays_per_step=1024, samples=32, hidden=128, eval_samples=64, eval_every=100,
-                  mirror_weight=1.0),
+                  mirror_weight=1.0, central_weight=1.0),
     # The original study: 50 shapes, 64x64, 64 samples per ray, hidden 256, latent 128, 300 epochs.
     "study": dict(epochs=300, rays=64, samples=64, hidden=256, eval_samples=64, eval_every=50),
 }
 # Fields that must match to resume a run from its checkpoint.
 _RESUME_FIELDS = ("num_shapes", "data_seed", "dataset", "seed", "batch_size", "rays", "rays_per_step", "samples",
                   "hidden", "latent", "activation", "softplus_beta", "encoder", "lr", "tau_start", "tau_end",
-                  "tau_min_ratio", "eikonal_weight", "eikonal_points", "mirror_weight", "jitter", "grad_eps")
+                  "tau_min_ratio", "eikonal_weight", "eikonal_points", "mirror_weight", "central_weight", "jitter",
+                  "grad_eps")
 
 
 class TrainError(RuntimeError):
@@ -330,13 +333,20 @@ def _eikonal(decoder, z, num_points: int, g: torch.Generator, device) -> torch.T
     return ((grad.norm(dim=-1) - 1) ** 2).mean()
 
 
-def mirror_loss(decoder, z, view_dirs: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of the SDF at ``points`` [B, P, 3] and at their mirror images across the plane
-    through the origin normal to ``view_dirs`` [B, 3] (each shape's training camera direction): zero for a shape
-    symmetric front to back as seen from its camera."""
-    n = torch.nn.functional.normalize(view_dirs, dim=-1)[:, None, :]
-    mirrored = points - 2 * (points * n).sum(-1, keepdim=True) * n
-    return (decoder(z, points) - decoder(z, mirrored)).pow(2).mean()
+def view_mirrors(view_dirs: torch.Tensor) -> torch.Tensor:
+    """[B, 3, 3] reflections across the planes through the origin normal to ``view_dirs`` [B, 3]."""
+    n = torch.nn.functional.normalize(view_dirs, dim=-1)
+    return torch.eye(3, dtype=n.dtype, device=n.device) - 2 * n[:, :, None] * n[:, None, :]
+
+
+def symmetry_losses(decoder, z, points: torch.Tensor, maps) -> list:
+    """For each linear map in ``maps`` ([B, 3, 3] per shape, or [3, 3] for all), the mean squared difference of
+    the SDF at ``points`` [B, P, 3] and at their images: zero for shapes that the map leaves unchanged. With
+    :func:`view_mirrors` of the training cameras: the back of a shape mirrors its front; with ``-I``: the shape is
+    point-symmetric about the origin. One decoder call evaluates the points and all their images."""
+    images = [points @ m.transpose(-1, -2) for m in maps]
+    sdf = decoder(z, torch.cat([points, *images], dim=1)).split(points.shape[1], dim=1)
+    return [(sdf[0] - other).pow(2).mean() for other in sdf[1:]]
 
 
 @dataclass
@@ -390,7 +400,7 @@ def train(config: Config, encoder: Optional[torch.nn.Module] = None, resume: boo
         for p in params:
             dist.broadcast(p.data, 0)
     rays = _rays(ds, ds.azimuth, ds.elevation, cfg.rays, device)
-    view_dirs = camera_frame(ds.azimuth, ds.elevation, ds.distance)[0].to(device)  # camera centres
+    mirrors = view_mirrors(camera_frame(ds.azimuth, ds.elevation, ds.distance)[0]).to(device)
     targets = _training_targets(ds, cfg.rays).to(device)
 
     bar = None
@@ -409,7 +419,7 @@ def train(config: Config, encoder: Optional[torch.nn.Module] = None, resume: boo
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, epoch)
             batches, g = _batches(cfg, len(ds), epoch, rank, world)
-            loss_sum, count = torch.zeros(3, dtype=torch.float64), 0
+            loss_sum, count = torch.zeros(4, dtype=torch.float64), 0
             for idx in batches:
                 idx_d = idx.to(device)
                 z = encoder(images[idx_d])
@@ -420,14 +430,15 @@ def train(config: Config, encoder: Optional[torch.nn.Module] = None, resume: boo
                              backend=cfg.backend)
                 mse = ((sil - target) ** 2).mean()
                 loss = mse
-                eik, mirror = torch.zeros((), device=device), torch.zeros((), device=device)
+                eik, mirror, central = (torch.zeros((), device=device) for _ in range(3))
                 if cfg.eikonal_weight > 0:
                     eik = _eikonal(decoder, z, cfg.eikonal_points, g, device)
                     loss = loss + cfg.eikonal_weight * eik
-                if cfg.mirror_weight > 0:
+                if cfg.mirror_weight > 0 or cfg.central_weight > 0:
                     points = _ball_points(len(idx), cfg.eikonal_points, g, device)
-                    mirror = mirror_loss(decoder, z, view_dirs[idx_d], points)
-                    loss = loss + cfg.mirror_weight * mirror
+                    maps = [mirrors[idx_d], -torch.eye(3, device=device)]
+                    mirror, central = symmetry_losses(decoder, z, points, maps)
+                    loss = loss + cfg.mirror_weight * mirror + cfg.central_weight * central
                 if not torch.isfinite(loss):
                     raise TrainError(f"loss became {loss.item()} at epoch {epoch}")
                 opt.zero_grad(set_to_none=True)
@@ -435,16 +446,17 @@ def train(config: Config, encoder: Optional[torch.nn.Module] = None, resume: boo
                 if world > 1:
                     _allreduce_grads(params, world)
                 opt.step()
-                loss_sum += torch.tensor([mse.item(), eik.item(), mirror.item()], dtype=torch.float64) * len(idx)
+                terms = [mse.item(), eik.item(), mirror.item(), central.item()]
+                loss_sum += torch.tensor(terms, dtype=torch.float64) * len(idx)
                 count += len(idx)
             stats = torch.cat([loss_sum, torch.tensor([float(count)], dtype=torch.float64)])
             if world > 1:
                 import torch.distributed as dist
 
                 dist.all_reduce(stats)
-            mean = (stats[:3] / stats[3]).tolist()
-            row = {"epoch": epoch + 1, "train_mse": mean[0], "eikonal": mean[1], "mirror": mean[2], "tau": tau,
-                   "lr": lr_at(cfg, epoch), "epoch_time": None}
+            mean = (stats[:4] / stats[4]).tolist()
+            row = {"epoch": epoch + 1, "train_mse": mean[0], "eikonal": mean[1], "mirror": mean[2], "central": mean[3],
+                   "tau": tau, "lr": lr_at(cfg, epoch), "epoch_time": None}
             last = epoch + 1 == cfg.epochs
             if rank == 0 and (last or (cfg.eval_every > 0 and (epoch + 1) % cfg.eval_every == 0)):
                 row.update(evaluate_novel_views(encoder, decoder, ds, cfg, device))
@@ -493,7 +505,7 @@ def _check_config(cfg: Config) -> None:
 
     if cfg.backend != "auto" and cfg.backend not in available_backends():
         raise TrainError(f"unknown or unavailable backend {cfg.backend!r}; available: {available_backends()}")
-    for name in ("rays_per_step", "eikonal_weight", "mirror_weight"):
+    for name in ("rays_per_step", "eikonal_weight", "mirror_weight", "central_weight"):
         if not getattr(cfg, name) >= 0:
             raise TrainError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     for name in ("epochs", "batch_size", "rays", "samples", "eval_samples", "hidden", "latent", "num_shapes"):

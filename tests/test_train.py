@@ -40,21 +40,28 @@ def test_loss_falls(tmp_path):
     assert result.summary["train_mse"] == rows[-1]["train_mse"]
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["hidden"] == 32 and cfg["preset"] == "quick"
-    assert cfg["mirror_weight"] == 1.0 and rows[-1]["mirror"] > 0  # the quick preset's prior is on and logged
+    assert cfg["mirror_weight"] == cfg["central_weight"] == 1.0  # the quick preset's priors are on and logged
+    assert rows[-1]["mirror"] > 0 and rows[-1]["central"] > 0
 
 
-def test_mirror_loss_is_zero_exactly_for_shapes_symmetric_about_the_view_plane():
-    """A ball off the origin along the plane (perpendicular to the view) is symmetric: 0; moved towards the
-    camera it is not: > 0, and the loss grows with the offset."""
+def test_symmetry_losses_vanish_exactly_for_symmetric_shapes():
+    """Mirror across the view plane: a ball off the origin within that plane is symmetric (0); moved towards the
+    camera it is not (> 0, growing with the offset). Point symmetry: only the centred ball is symmetric."""
     view = torch.tensor([[0.0, 0.0, 2.5]])
+    mirror, central = train_mod.view_mirrors(view), -torch.eye(3)
+    assert torch.allclose(mirror[0], torch.diag(torch.tensor([1.0, 1.0, -1.0])))
     points = train_mod._ball_points(1, 2000, torch.Generator().manual_seed(0), "cpu")
 
     def ball(centre):
         return lambda z, p: (p - torch.tensor(centre)).norm(dim=-1) - 0.4
 
-    assert train_mod.mirror_loss(ball([0.0, 0.0, 0.0]), None, view, points) == 0
-    assert train_mod.mirror_loss(ball([0.3, -0.2, 0.0]), None, view, points) < 1e-12
-    near, far = (train_mod.mirror_loss(ball([0.0, 0.0, c]), None, view, points) for c in (0.1, 0.3))
+    def losses(centre):
+        return train_mod.symmetry_losses(ball(centre), None, points, [mirror, central])
+
+    assert losses([0.0, 0.0, 0.0]) == [0, 0]
+    off_axis = losses([0.3, -0.2, 0.0])
+    assert off_axis[0] < 1e-12 and off_axis[1] > 0.01
+    (near, _), (far, _) = losses([0.0, 0.0, 0.1]), losses([0.0, 0.0, 0.3])
     assert 0.005 < near < far
 
 
