@@ -45,10 +45,6 @@ def test_sphere_closed_form():
     assert ((sil[valid] - torch.sigmoid(-exact[valid] / tau)).abs() <= bound + 1e-12).all()
 
 
-def iou(a, b):
-    return ((a & b).sum((-1, -2)).float() / (a | b).sum((-1, -2)).float())
-
-
 @pytest.fixture(scope="module")
 def dataset():
     return make_dataset(num_shapes=50, resolution=64, seed=0)
@@ -60,6 +56,7 @@ def test_analytic_sdfs_reproduce_dataset_silhouettes(dataset):
     shape for less than one interval (at most dt/2 = 0.004 world units deep, a tenth of a 0.036-unit pixel:
     box corners); tau_min = 1e-5 keeps the soft minimum's bias, tau_min log S < 1e-4, far below a pixel."""
     from sdfsrn_fast.cameras import orbit_rays, sphere_near_far
+    from sdfsrn_fast.train import silhouette_iou
 
     H = dataset.resolution
     worst = 1.0
@@ -72,8 +69,8 @@ def test_analytic_sdfs_reproduce_dataset_silhouettes(dataset):
         z = torch.zeros(V, 1, dtype=torch.float64)
         sil = render(dataset.as_decoder([i] * V), z, o, d, near, far, valid, num_samples=256,
                      tau=1e-4, tau_min=1e-5, backend="reference")
-        gt = torch.cat([dataset.silhouettes[i : i + 1], dataset.novel_silhouettes[i]]) > 0.5
-        worst = min(worst, iou(sil.reshape(V, H, H) > 0.5, gt).min().item())
+        gt = torch.cat([dataset.silhouettes[i : i + 1], dataset.novel_silhouettes[i]])
+        worst = min(worst, silhouette_iou(sil.reshape(V, H, H), gt).min().item())
     assert worst >= 0.98, worst
 
 
