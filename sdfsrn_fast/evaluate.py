@@ -16,7 +16,7 @@ import torch
 
 from .cameras import camera_frame
 from .data import FAMILIES, _render_view
-from .train import TrainError, _load_data, evaluate_novel_views, load_run
+from .train import TrainError, _load_data, evaluate_novel_views, load_run, silhouette_iou
 
 __all__ = ["shape_metrics", "evaluate_run", "view_aligned_ellipsoid_iou", "main"]
 
@@ -127,9 +127,7 @@ def view_aligned_ellipsoid_iou(ds, depth: str = "mean") -> float:
         pred = torch.stack([_render_view("ellipsoid", axes2.sqrt(), frame, None, float(a), float(e), ds.distance,
                                          ds.fov, res, False)[0]
                             for a, e in zip(ds.novel_azimuth[i], ds.novel_elevation[i])])
-        gt = ds.novel_silhouettes[i] > 0.5
-        inter = ((pred > 0.5) & gt).sum((-1, -2)).double()
-        ious.append((inter / ((pred > 0.5) | gt).sum((-1, -2)).double()).mean().item())
+        ious.append(silhouette_iou(pred, ds.novel_silhouettes[i]).mean().item())
     if not ious:
         raise ValueError("the dataset has no ellipsoids")
     return float(np.mean(ious))

@@ -401,6 +401,7 @@ def train(config: Config, encoder: Optional[torch.nn.Module] = None, resume: boo
             dist.broadcast(p.data, 0)
     rays = _rays(ds, ds.azimuth, ds.elevation, cfg.rays, device)
     mirrors = view_mirrors(camera_frame(ds.azimuth, ds.elevation, ds.distance)[0]).to(device)
+    point_reflection = -torch.eye(3, device=device)
     targets = _training_targets(ds, cfg.rays).to(device)
 
     bar = None
@@ -436,8 +437,7 @@ def train(config: Config, encoder: Optional[torch.nn.Module] = None, resume: boo
                     loss = loss + cfg.eikonal_weight * eik
                 if cfg.mirror_weight > 0 or cfg.central_weight > 0:
                     points = _ball_points(len(idx), cfg.eikonal_points, g, device)
-                    maps = [mirrors[idx_d], -torch.eye(3, device=device)]
-                    mirror, central = symmetry_losses(decoder, z, points, maps)
+                    mirror, central = symmetry_losses(decoder, z, points, [mirrors[idx_d], point_reflection])
                     loss = loss + cfg.mirror_weight * mirror + cfg.central_weight * central
                 if not torch.isfinite(loss):
                     raise TrainError(f"loss became {loss.item()} at epoch {epoch}")

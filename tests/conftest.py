@@ -21,6 +21,12 @@ def make_rays(batch=2, height=8, width=8, dtype=torch.float32, seed=0, fov=math.
     return o, d, near, far, valid
 
 
+def rel_err(a, b):
+    """Relative error ||a - b|| / ||b||, in float64 on the CPU (either may live on a GPU)."""
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
 def small_decoder(latent_dim=4, hidden_dim=8, dtype=torch.float32, seed=0, **kwargs):
     torch.manual_seed(seed)
     return SDFDecoder(latent_dim=latent_dim, hidden_dim=hidden_dim, **kwargs).to(dtype)

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from sdfsrn_fast import SDFDecoder, available_backends, render
+from sdfsrn_fast import available_backends, render
 from sdfsrn_fast.train import preset_config, train
 
-from conftest import make_rays, requires_cuda, small_decoder
+from conftest import make_rays, rel_err, requires_cuda, small_decoder
 
 pytestmark = requires_cuda
 
@@ -18,10 +18,6 @@ pytestmark = requires_cuda
 def _grads(decoder, z, rays, S, weight, backend, grad_eps=0.0):
     sil = render(decoder, z, *rays, num_samples=S, tau=0.05, tau_min=0.02, grad_eps=grad_eps, backend=backend)
     return sil, torch.autograd.grad((sil * weight).sum(), [z, *decoder.parameters()])
-
-
-def _rel(a, b):
-    return ((a.double().cpu() - b) .norm() / b.norm().clamp_min(1e-30)).item()
 
 
 @pytest.mark.parametrize("backend", ["compiled"])
@@ -41,10 +37,10 @@ def test_cuda_matches_float64_reference(backend, grad_eps):
     ref32 = _grads(dec32, z32, rays32, 24, w64.float().cuda(), "reference")
     fast = _grads(dec32, z32, rays32, 24, w64.float().cuda(), backend, grad_eps)
     slack = torch.finfo(torch.float32).eps * math.sqrt(3 * 17 * 19 * 24)
-    assert _rel(fast[0], sil64) <= 4 * _rel(ref32[0], sil64) + slack
+    assert rel_err(fast[0], sil64) <= 4 * rel_err(ref32[0], sil64) + slack
     for a, b, r in zip(fast[1], g64, ref32[1]):
-        bound = 4 * _rel(r, b) + slack
-        assert _rel(a, b) <= (bound if grad_eps == 0 else bound + 1e-3)
+        bound = 4 * rel_err(r, b) + slack
+        assert rel_err(a, b) <= (bound if grad_eps == 0 else bound + 1e-3)
 
 
 def test_cuda_training_runs_and_loss_falls(tmp_path):

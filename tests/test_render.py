@@ -14,7 +14,7 @@ from sdfsrn_fast import _compiled
 from sdfsrn_fast._dispatch import _pick_backend
 from sdfsrn_fast._fused import EAGER, Kernels, decoder_weights, mlp_backward, mlp_forward, render_fused
 
-from conftest import make_rays, small_decoder
+from conftest import make_rays, rel_err, small_decoder
 
 # The fused Function with eager kernels and a tiny chunk (many chunks, the last one padded), and the public
 # compiled backend (torch.compile, default chunk). Both are the same autograd Function.
@@ -74,10 +74,6 @@ def test_gradcheck_float64_exact(activation):
     assert torch.autograd.gradcheck(f, inputs)
 
 
-def _rel(a, b):
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
-
-
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_float32_against_float64_reference(backend):
     """Flash-attention's rule: the fast float32 error against the float64 reference is at most a small multiple
@@ -96,9 +92,9 @@ def test_float32_against_float64_reference(backend):
     sil_ref, g_ref = grads(reference, dec32, z32, rays32, 16, w64.float(), **kw)
     sil_fast, g_fast = grads(BACKENDS[backend], dec32, z32, rays32, 16, w64.float(), **kw)
     slack = torch.finfo(torch.float32).eps * math.sqrt(3 * 99 * 16)
-    assert _rel(sil_fast.double(), sil64) <= 4 * _rel(sil_ref.double(), sil64) + slack
+    assert rel_err(sil_fast, sil64) <= 4 * rel_err(sil_ref, sil64) + slack
     for a, b, ref in zip(g_fast, g64, g_ref):
-        assert _rel(a.double(), b) <= 4 * _rel(ref.double(), b) + slack
+        assert rel_err(a, b) <= 4 * rel_err(ref, b) + slack
 
 
 @pytest.mark.parametrize("backend", list(BACKENDS))
@@ -177,7 +173,7 @@ def test_default_grad_eps_error_below_1e_3():
         return torch.autograd.grad(((sil - target) ** 2).mean(), params)
 
     exact, sparse = loss_grads(0.0), loss_grads(default_eps)
-    worst = max(_rel(a, b) for a, b in zip(sparse, exact))
+    worst = max(rel_err(a, b) for a, b in zip(sparse, exact))
     assert 0 < worst < 1e-3  # > 0: the default really drops samples
 
 
