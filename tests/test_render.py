@@ -2,6 +2,7 @@
 reference by the flash-attention rule, awkward sizes, invalid rays, determinism, the sparse backward's error,
 memory, and the compiled backend's bounded recompilation."""
 
+import copy
 import inspect
 import math
 from types import SimpleNamespace
@@ -12,7 +13,9 @@ import torch
 from sdfsrn_fast import SDFDecoder, render
 from sdfsrn_fast import _compiled
 from sdfsrn_fast._dispatch import _pick_backend
-from sdfsrn_fast._fused import EAGER, Kernels, decoder_weights, mlp_backward, mlp_forward, render_fused
+from sdfsrn_fast import _fused
+from sdfsrn_fast._fused import (EAGER, STATS, Kernels, decoder_weights, mlp_backward, mlp_forward, mlp_forward_gather,
+                                render_fused)
 
 from conftest import make_rays, rel_err, small_decoder
 
@@ -175,6 +178,64 @@ def test_default_grad_eps_error_below_1e_3():
     exact, sparse = loss_grads(0.0), loss_grads(default_eps)
     worst = max(rel_err(a, b) for a, b in zip(sparse, exact))
     assert 0 < worst < 1e-3  # > 0: the default really drops samples
+
+
+def _screened(screen=mlp_forward_gather):
+    """The fused Function with a bfloat16 screen (eager) in small chunks: 97-point screen chunks, 7-point float32."""
+    return Kernels(mlp_forward, mlp_backward, 7, screen, 97)
+
+
+def _screen_case(S=48):
+    dec = trained_like_decoder()
+    rays = make_rays(batch=2, height=20, width=20, seed=13)
+    z = (0.1 * torch.randn(2, 16)).requires_grad_(True)
+    target = (torch.linalg.cross(rays[0], rays[1], dim=-1).norm(dim=-1) < 0.35).float()
+    return dec, rays, z, target, S
+
+
+@pytest.mark.parametrize("tau", [0.01, 0.02])
+def test_screened_forward_against_float64_reference(tau):
+    """The bfloat16 screen leaves most samples of a sharp silhouette in bfloat16 and still meets the flash-attention
+    rule against the float64 reference, for the silhouettes and every gradient."""
+    dec, rays, z, target, S = _screen_case()
+    dec64 = copy.deepcopy(dec).double()
+    rays64 = tuple(t.double() if t.is_floating_point() else t for t in rays)
+    z64 = z.detach().double().requires_grad_(True)
+    kw = dict(tau=tau, tau_min=tau / 2)
+    w = target - 0.5
+    sil64, g64 = grads(reference, dec64, z64, rays64, S, w.double(), **kw)
+    sil_ref, g_ref = grads(reference, dec, z, rays, S, w, **kw)
+    sil_fast, g_fast = grads(fused_eager, dec, z, rays, S, w, kernels=_screened(), **kw)
+    assert STATS["screened_points"] > 0.3 * STATS["forward_points"]  # the screen did spare work
+    assert 0 < STATS["screen_error"] <= _fused.SCREEN_ERROR
+    slack = torch.finfo(torch.float32).eps * math.sqrt(sil64.numel() * S)
+    assert rel_err(sil_fast, sil64) <= 4 * rel_err(sil_ref, sil64) + slack
+    for a, b, ref in zip(g_fast, g64, g_ref):
+        assert rel_err(a, b) <= 4 * rel_err(ref, b) + slack
+
+
+def test_screen_widens_when_its_error_is_larger_than_assumed():
+    """A screen ten times worse than SCREEN_ERROR assumes: the check on the recomputed samples catches it and the
+    result equals the unscreened float32 forward to round-off."""
+    dec, rays, z, target, S = _screen_case()
+
+    def bad_screen(*args):  # an error of 0.2 in SDF units, smooth along rays
+        p = args[0].float()
+        return mlp_forward_gather(*args).float() + 0.2 * torch.sin(7 * p.sum(-1))
+
+    kw = dict(tau=0.01, tau_min=0.005, kernels=_screened(bad_screen))
+    sil = fused_eager(dec, z, *rays, S, **kw)
+    assert STATS["screen_error"] > 2 * _fused.SCREEN_ERROR
+    plain = fused_eager(dec, z, *rays, S, tau=0.01, tau_min=0.005)
+    torch.testing.assert_close(sil, plain, rtol=0, atol=1e-6)
+
+
+def test_screen_is_skipped_when_it_would_not_pay():
+    """At a soft temperature nearly every sample matters: the pilot sees it and the forward runs in float32."""
+    dec, rays, z, target, S = _screen_case()
+    sil = fused_eager(dec, z, *rays, S, tau=0.2, tau_min=0.1, kernels=_screened())
+    assert STATS["screened_points"] == 0
+    torch.testing.assert_close(sil, fused_eager(dec, z, *rays, S, tau=0.2, tau_min=0.1), rtol=0, atol=0)
 
 
 def test_saved_memory_grows_with_samples_not_hidden():
