@@ -45,8 +45,9 @@ def chunk_size(device: torch.device) -> int:
 
 
 # Samples the last forward and backward evaluated the decoder at (for the benchmarks' FLOP counts).
-# screened_points: left in bfloat16 by the screen; screen_error: the largest |s_bf16 - s_fp32| it saw.
-STATS = {"forward_points": 0, "backward_points": 0, "screened_points": 0, "screen_error": 0.0}
+# With the bfloat16 screen: refined_points were recomputed in float32, screened_points kept their bfloat16 value,
+# screen_error is the largest |s_bf16 - s_fp32| seen.
+STATS = {"forward_points": 0, "backward_points": 0, "refined_points": 0, "screened_points": 0, "screen_error": 0.0}
 
 
 def _act(x, activation: str, beta: float):
@@ -233,7 +234,8 @@ def _screened_sdf(kernels, cfg, points, sample_b, c0_shape, c2_shape, weights):
         if seen <= assumed or bool(done.all()):
             break
         assumed = 2 * seen
-    STATS["screened_points"], STATS["screen_error"] = s.numel() - int(done.sum()), seen
+    refined = int(done.sum())
+    STATS.update(refined_points=refined, screened_points=s.numel() - refined, screen_error=seen)
     return s
 
 
@@ -246,7 +248,7 @@ class FusedRender(torch.autograd.Function):
         S, tau, tau_min, activation, beta = cfg["S"], cfg["tau"], cfg["tau_min"], cfg["activation"], cfg["beta"]
         c0_shape, c2_shape, weights = _latent_share(z, W0, b0, W1, b1, W2, b2, W3, b3, W4, b4)
         n = points.shape[0]
-        STATS.update(forward_points=n, screened_points=0, screen_error=0.0)
+        STATS.update(forward_points=n, refined_points=0, screened_points=0, screen_error=0.0)
         sample_b = ray_b.repeat_interleave(S)
         s = None
         if kernels.screen is not None and z.dtype == torch.float32 and n >= kernels.screen_chunk:

@@ -119,24 +119,27 @@ def make_step(backend: str, case: dict, mode: str):
     return forward if mode == "forward" else forward_backward
 
 
-def evaluated_points(backend: str, case: dict, mode: str) -> tuple[int, int]:
-    """(forward, backward) samples at which the decoder ran in the last call of ``backend``."""
+def evaluated_points(backend: str, case: dict, mode: str) -> tuple[int, int, int]:
+    """(forward, backward, refined) samples at which the decoder ran in the last call of ``backend``; refined:
+    recomputed in float32 after the forward's bfloat16 screen (0 without a screen)."""
     s = case["shape"]
     if backend in BASELINES:
         dense = s.batch * s.resolution**2 * s.samples
-        return dense, dense if mode == "forward_backward" else 0
+        return dense, dense if mode == "forward_backward" else 0, 0
     from ._fused import STATS
 
-    return STATS["forward_points"], STATS["backward_points"] if mode == "forward_backward" else 0
+    backward = STATS["backward_points"] if mode == "forward_backward" else 0
+    return STATS["forward_points"], backward, STATS["refined_points"]
 
 
-def flop_counts(backend: str, case: dict, mode: str, points: tuple[int, int]) -> tuple[float, float]:
+def flop_counts(backend: str, case: dict, mode: str, points: tuple[int, int, int]) -> tuple[float, float]:
     """(evaluated, dense-equivalent) FLOPs of one call. Backward costs 2x forward per point; the fast backends
-    also recompute the forward there, so 3x per backward point (autograd's reference keeps activations: 2x)."""
+    also recompute the forward there, so 3x per backward point (autograd's reference keeps activations: 2x).
+    A screened forward counts its bfloat16 pass and its float32 recomputations alike."""
     s = case["shape"]
     dense = backend in BASELINES
     f = mlp_flops(s.hidden, s.latent, dense)
-    evaluated = points[0] * f + (2 if dense else 3) * points[1] * f
+    evaluated = (points[0] + points[2]) * f + (2 if dense else 3) * points[1] * f
     n = s.batch * s.resolution**2 * s.samples
     equivalent = n * mlp_flops(s.hidden, s.latent, True) * (3 if mode == "forward_backward" else 1)
     return float(evaluated), float(equivalent)
@@ -149,7 +152,8 @@ def rates(backend: str, case: dict, mode: str, seconds: float) -> dict:
     points = evaluated_points(backend, case, mode)
     flops, dense_flops = flop_counts(backend, case, mode, points)
     rays = s.batch * s.resolution**2
-    return dict(forward_points=points[0], backward_points=points[1], gflops=flops / seconds / 1e9,
+    return dict(forward_points=points[0], backward_points=points[1], refined_points=points[2],
+                gflops=flops / seconds / 1e9,
                 dense_gflops=dense_flops / seconds / 1e9, rays_per_s=rays / seconds,
                 points_per_s=rays * s.samples / seconds)
 
@@ -273,7 +277,8 @@ def available_bench_backends() -> list[str]:
 def _table(rows: list[dict], sgemm: float) -> str:
     by = {(r["backend"], r["shape"], r["mode"]): r for r in rows}
     head = (f"{'shape':<6} {'mode':<17} {'backend':<19} {'time s':>8} {'x ref':>7} {'x c(ref)':>8} "
-            f"{'peak MB':>9} {'GFLOP/s':>8} {'%sgemm':>7} {'dense-eq GFLOP/s':>17} {'bwd pts %':>9}")
+            f"{'peak MB':>9} {'GFLOP/s':>8} {'%sgemm':>7} {'dense-eq GFLOP/s':>17} {'bwd pts %':>9} "
+            f"{'bf16 only %':>11}")
     lines = [head, "-" * len(head)]
     for r in rows:
         ref = by.get(("reference", r["shape"], r["mode"]))
@@ -281,9 +286,11 @@ def _table(rows: list[dict], sgemm: float) -> str:
         x_ref = f"{ref['time'] / r['time']:.1f}" if ref else "-"
         x_cref = f"{cref['time'] / r['time']:.1f}" if cref else "-"
         bwd = f"{100 * r['backward_points'] / max(r['forward_points'], 1):.1f}" if r["mode"] != "forward" else "-"
+        refined = r.get("refined_points", 0)
+        low = f"{100 * (1 - refined / max(r['forward_points'], 1)):.1f}" if refined else "-"
         lines.append(f"{r['shape']:<6} {r['mode']:<17} {r['backend']:<19} {r['time']:>8.3f} {x_ref:>7} "
                      f"{x_cref:>8} {r['peak_bytes'] / 2**20:>9.1f} {r['gflops']:>8.1f} "
-                     f"{100 * r['gflops'] / sgemm:>7.1f} {r['dense_gflops']:>17.1f} {bwd:>9}")
+                     f"{100 * r['gflops'] / sgemm:>7.1f} {r['dense_gflops']:>17.1f} {bwd:>9} {low:>11}")
     return "\n".join(lines)
 
 
