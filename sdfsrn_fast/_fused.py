@@ -13,6 +13,10 @@ backend hands to ``torch.compile``; every chunk has the same shape (the last one
 once per dtype and device. Only :class:`~sdfsrn_fast.SDFDecoder` takes this path; a generic callable decoder
 takes :func:`render_callable_chunked`, which autograds through the callable chunk by chunk (checkpointed).
 Ray inputs (origins, directions, near, far, jitter) get no gradient on the fused path.
+
+Optionally (``Kernels.screen``; the compiled backend on CPUs with AMX) the forward first evaluates every sample in
+bfloat16 and recomputes in float32 only the samples that can move a silhouette by more than SCREEN_TOL
+(:func:`_screened_sdf`); the result stays within float32 round-off of the plain forward.
 """
 
 from __future__ import annotations
