@@ -15,8 +15,7 @@ import warnings
 
 import torch
 
-from ._fused import (Kernels, chunk_size, mlp_backward, mlp_forward, mlp_forward_gather, render_callable_chunked,
-                     render_fused)
+from ._fused import Kernels, chunk_size, mlp_backward, mlp_forward_gather, render_callable_chunked, render_fused
 from .models import SDFDecoder
 
 __all__ = ["render_compiled", "compiled_kernels"]
@@ -62,8 +61,8 @@ def compiled_kernels(device: torch.device) -> Kernels:
     key = device.type
     if key not in _KERNELS:
         screen = _CompiledOrEager(mlp_forward_gather) if screen_enabled(device) else None
-        _KERNELS[key] = Kernels(_CompiledOrEager(mlp_forward), _CompiledOrEager(mlp_backward), chunk_size(device),
-                                screen, _SCREEN_CHUNK)
+        _KERNELS[key] = Kernels(_CompiledOrEager(mlp_forward_gather), _CompiledOrEager(mlp_backward),
+                                chunk_size(device), screen, _SCREEN_CHUNK)
     return _KERNELS[key]
 
 

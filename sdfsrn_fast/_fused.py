@@ -8,7 +8,7 @@ training step's memory grows with B x R x S scalars. Backward forms the soft-min
 when ``grad_eps = 0``, which is exact), recomputes the decoder there and backpropagates by hand. The latent
 enters only through ``W_z z`` (layers 1 and 3), which is computed once per shape in forward and backward.
 
-The chunk kernels (:func:`mlp_forward`, :func:`mlp_backward`) are plain tensor code that the ``compiled``
+The chunk kernels (:func:`mlp_forward_gather`, :func:`mlp_backward`) are plain tensor code that the ``compiled``
 backend hands to ``torch.compile``; every chunk has the same shape (the last one is padded), so they compile
 once per dtype and device. Only :class:`~sdfsrn_fast.SDFDecoder` takes this path; a generic callable decoder
 takes :func:`render_callable_chunked`, which autograds through the callable chunk by chunk (checkpointed).
@@ -99,8 +99,8 @@ def mlp_backward(p, c0, c2, g, W0p, W1, b1, W2h, W2p, W3, b3, w4, b4, activation
 
 
 def mlp_forward_gather(p, bidx, c0_shape, c2_shape, *weights_act):
-    """:func:`mlp_forward` with the per-point latent shares gathered inside (``c0_shape[bidx]``), so that a compiled
-    kernel fuses the gather into the first layers; the low-precision screen takes this form."""
+    """:func:`mlp_forward` with the per-point latent shares gathered inside (``c0_shape[bidx]``, bidx [n] the shape
+    of each point), so that a compiled kernel fuses the gather into the first layer: the forward kernel's form."""
     return mlp_forward(p, c0_shape[bidx], c2_shape[bidx], *weights_act)
 
 
@@ -108,7 +108,8 @@ def mlp_forward_gather(p, bidx, c0_shape, c2_shape, *weights_act):
 class Kernels:
     """The chunk kernels a fast backend supplies (eager or compiled), and its chunk size.
 
-    ``screen`` (optional): :func:`mlp_forward_gather` in ``screen_dtype`` (bfloat16), run over every sample first
+    ``forward`` and ``screen`` have the form of :func:`mlp_forward_gather`, ``backward`` that of
+    :func:`mlp_backward`. ``screen`` (optional): the forward in ``screen_dtype`` (bfloat16), run over every sample first
     with its own chunk size; the forward then recomputes in full precision only the samples that can matter
     (see :func:`_screened_sdf`). ``None``: every sample in full precision; so are float64 calls and calls with
     fewer samples than one screen chunk (the padding would cost more than the screen saves)."""
@@ -121,7 +122,7 @@ class Kernels:
     screen_dtype: torch.dtype = torch.bfloat16
 
 
-EAGER = Kernels(mlp_forward, mlp_backward, 0)
+EAGER = Kernels(mlp_forward_gather, mlp_backward, 0)
 
 # The screen's error budget (see _screened_sdf): at most SCREEN_TOL on each ray's silhouette, about float32's
 # round-off at 1. SCREEN_ERROR is the first guess of the screen's largest error |s_bf16 - s_fp32| (measured near
@@ -161,29 +162,17 @@ def _latent_share(z, W0, b0, W1, b1, W2, b2, W3, b3, W4, b4):
     return c0_shape, c2_shape, (W0[:, L:], W1, b1, W2[:, :H], W2[:, H + L :], W3, b3, W4[0], b4[0])
 
 
-def _sdf(kernels, points, sample_b, c0_shape, c2_shape, weights, activation, beta):
-    """Full-precision SDF [n] at points [n, 3] of shapes sample_b [n], chunk by chunk."""
+def _evaluate(kernel, chunk, points, sample_b, shares, activation, beta, dtype):
+    """SDF [n] in ``dtype`` at points [n, 3] of shapes sample_b [n], chunk by chunk (the last one padded) with a
+    kernel of the form of :func:`mlp_forward_gather`; ``shares``: (c0_shape, c2_shape, *weights) of
+    :func:`_latent_share`, in the points' dtype."""
     n = points.shape[0]
-    chunk = kernels.chunk or max(n, 1)
-    s = torch.empty(n, dtype=c0_shape.dtype, device=c0_shape.device)
+    chunk = chunk or max(n, 1)
+    s = torch.empty(n, dtype=dtype, device=points.device)
     for start in _padded_chunks(n, chunk):
-        bidx = _take(sample_b, start, chunk)
-        out = kernels.forward(_take(points, start, chunk), c0_shape[bidx], c2_shape[bidx], *weights, activation, beta)
+        out = kernel(_take(points, start, chunk), _take(sample_b, start, chunk), *shares, activation, beta)
         s[start : start + chunk] = out[: min(chunk, n - start)]
     return s
-
-
-def _screen(kernels, points, sample_b, shares, activation, beta, S):
-    """bfloat16 SDF [n // S, S] (as float32) of points [n, 3], chunk by chunk; ``shares``: :func:`_latent_share`'s
-    per-shape shares and weights, already in the screen's dtype."""
-    n = points.shape[0]
-    chunk = kernels.screen_chunk or max(n, 1)
-    s_low = torch.empty(n, dtype=torch.float32, device=points.device)
-    points_low = points.to(kernels.screen_dtype)
-    for start in _padded_chunks(n, chunk):
-        out = kernels.screen(_take(points_low, start, chunk), _take(sample_b, start, chunk), *shares, activation, beta)
-        s_low[start : start + chunk] = out[: min(chunk, n - start)]
-    return s_low.view(-1, S)
 
 
 def _to_recompute(s_low, tau, tau_min, err):
@@ -216,22 +205,28 @@ def _screened_sdf(kernels, cfg, points, sample_b, c0_shape, c2_shape, weights):
     A pilot of about one screen chunk of evenly spaced rays first estimates the share to recompute; above
     SCREEN_WORTH (soft temperatures early in training) the caller evaluates everything in float32 instead."""
     S, tau, tau_min, activation, beta = cfg["S"], cfg["tau"], cfg["tau_min"], cfg["activation"], cfg["beta"]
-    low = kernels.screen_dtype
-    shares = (c0_shape.to(low), c2_shape.to(low), *(w.to(low) for w in weights))
+    shares = (c0_shape, c2_shape, *weights)
+    low = tuple(t.to(kernels.screen_dtype) for t in shares)
+
+    def screen(p, b):  # bfloat16 SDF [len(b) // S, S], as float32
+        s_low = _evaluate(kernels.screen, kernels.screen_chunk, p.to(kernels.screen_dtype), b, low, activation, beta,
+                          torch.float32)
+        return s_low.view(-1, S)
+
     rays = points.shape[0] // S
     pilot = torch.arange(0, rays, max(1, rays * S // max(kernels.screen_chunk, 1)), device=points.device)
-    pilot_low = _screen(kernels, points.view(rays, S, 3)[pilot].reshape(-1, 3),
-                        sample_b.view(rays, S)[pilot].reshape(-1), shares, activation, beta, S)
+    pilot_low = screen(points.view(rays, S, 3)[pilot].reshape(-1, 3), sample_b.view(rays, S)[pilot].reshape(-1))
     if _to_recompute(pilot_low, tau, tau_min, SCREEN_ERROR).float().mean() > SCREEN_WORTH:
         return None
-    s_low = _screen(kernels, points, sample_b, shares, activation, beta, S)
+    s_low = screen(points, sample_b)
     s = s_low.clone()
     done = torch.zeros_like(s, dtype=torch.bool)
     assumed, seen = SCREEN_ERROR, 0.0
     while True:
         idx = (_to_recompute(s_low, tau, tau_min, assumed) & ~done).view(-1).nonzero().squeeze(1)
         if idx.numel():
-            exact = _sdf(kernels, points[idx], sample_b[idx], c0_shape, c2_shape, weights, activation, beta)
+            exact = _evaluate(kernels.forward, kernels.chunk, points[idx], sample_b[idx], shares, activation, beta,
+                              s.dtype)
             seen = max(seen, (exact - s_low.view(-1)[idx]).abs().max().item())
             s.view(-1)[idx] = exact
             done.view(-1)[idx] = True
@@ -258,7 +253,8 @@ class FusedRender(torch.autograd.Function):
         if kernels.screen is not None and z.dtype == torch.float32 and n >= kernels.screen_chunk:
             s = _screened_sdf(kernels, cfg, points, sample_b, c0_shape, c2_shape, weights)
         if s is None:
-            s = _sdf(kernels, points, sample_b, c0_shape, c2_shape, weights, activation, beta).view(-1, S)
+            s = _evaluate(kernels.forward, kernels.chunk, points, sample_b, (c0_shape, c2_shape, *weights), activation,
+                          beta, z.dtype).view(-1, S)
         lse = torch.logsumexp(-s / tau_min, dim=-1)
         sil_valid = torch.sigmoid(lse * (tau_min / tau))  # m = -tau_min * lse, sil = sigmoid(-m / tau)
         sil = torch.zeros(B * R, dtype=z.dtype, device=z.device)

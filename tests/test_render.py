@@ -14,14 +14,14 @@ from sdfsrn_fast import SDFDecoder, render
 from sdfsrn_fast import _compiled
 from sdfsrn_fast._dispatch import _pick_backend
 from sdfsrn_fast import _fused
-from sdfsrn_fast._fused import (EAGER, STATS, Kernels, decoder_weights, mlp_backward, mlp_forward, mlp_forward_gather,
+from sdfsrn_fast._fused import (EAGER, STATS, Kernels, decoder_weights, mlp_backward, mlp_forward_gather,
                                 render_fused)
 
 from conftest import make_rays, rel_err, small_decoder
 
 # The fused Function with eager kernels and a tiny chunk (many chunks, the last one padded), and the public
 # compiled backend (torch.compile, default chunk). Both are the same autograd Function.
-SMALL_CHUNKS = Kernels(mlp_forward, mlp_backward, 7)
+SMALL_CHUNKS = Kernels(mlp_forward_gather, mlp_backward, 7)
 
 
 def fused_eager(decoder, z, o, d, near, far, valid, S, tau=0.1, tau_min=0.05, grad_eps=0.0, jitter=None,
@@ -182,7 +182,7 @@ def test_default_grad_eps_error_below_1e_3():
 
 def _screened(screen=mlp_forward_gather):
     """The fused Function with a bfloat16 screen (eager) in small chunks: 97-point screen chunks, 7-point float32."""
-    return Kernels(mlp_forward, mlp_backward, 7, screen, 97)
+    return Kernels(mlp_forward_gather, mlp_backward, 7, screen, 97)
 
 
 def _screen_case(S=48):
