@@ -305,6 +305,24 @@ def test_generic_callable_takes_the_chunked_path():
     torch.testing.assert_close(g_c, g_r)
 
 
+@pytest.mark.skipif(not _fused._ONEDNN, reason="this torch build has no oneDNN linear")
+@pytest.mark.parametrize("n,k,m", [(1, 1, 1), (127, 37, 5), (2048, 256, 256)])
+def test_onednn_linear_matches_aten(n, k, m):
+    """The CPU float32 kernels' matmul x @ W^T by oneDNN, for a contiguous and a transposed W, eager and compiled,
+    equals aten's float32 matmul to round-off: |error| <= 4 k eps max|x| max|W| (a dot product of length k)."""
+    g = torch.Generator().manual_seed(n + k + m)
+    x, w = torch.randn(n, k, generator=g), torch.randn(m, k, generator=g)
+    tol = 4 * k * torch.finfo(torch.float32).eps * x.abs().max() * w.abs().max()
+    compiled_linear = torch.compile(_fused.linear, fullgraph=True, dynamic=False)
+    for weight in (w, w.t().contiguous().t()):
+        exact = x.double() @ weight.double().t()
+        for fn in (_fused.linear, compiled_linear):
+            out = fn(x, weight)
+            assert out.shape == (n, m) and out.dtype == torch.float32
+            assert (out.double() - exact).abs().max() <= tol
+    assert torch.equal(_fused.linear(x.double(), w.double()), x.double() @ w.double().t())  # float64: plain aten
+
+
 def test_auto_picks_compiled_on_cpu_and_falls_back_for_ray_gradients():
     dec = small_decoder()
     o, d, near, far, valid = make_rays()
