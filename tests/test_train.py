@@ -243,3 +243,22 @@ def test_two_process_data_parallel(tmp_path):
     rows = metrics(tmp_path)
     assert rows[-1]["train_mse"] < rows[0]["train_mse"]
 
+
+
+def test_mirror_union_baseline():
+    """Shapes the mirror leaves unchanged score 1 (a ball; a box with an axis along the training view); a tilted box
+    united with its mirror image sticks out in some novel view."""
+    from sdfsrn_fast.cameras import camera_frame
+    from sdfsrn_fast.data import make_dataset
+    from sdfsrn_fast.evaluate import mirror_union_iou
+
+    ds = make_dataset(num_shapes=2, resolution=24, num_novel=3, families=("sphere", "box"), seed=4)
+    assert mirror_union_iou(ds)["sphere"] == 1.0
+    _, fwd, right, up = camera_frame(ds.azimuth, ds.elevation, ds.distance)
+    tilted = ds.rotations[1].clone()
+    ds.rotations[1] = torch.stack([right[1], up[1], fwd[1]], dim=1)
+    ds.novel_silhouettes[1] = ds.exact_silhouettes(1, ds.novel_azimuth[1], ds.novel_elevation[1], 24)
+    assert mirror_union_iou(ds)["box"] == 1.0
+    ds.rotations[1] = tilted
+    ds.novel_silhouettes[1] = ds.exact_silhouettes(1, ds.novel_azimuth[1], ds.novel_elevation[1], 24)
+    assert mirror_union_iou(ds)["box"] < 0.95
