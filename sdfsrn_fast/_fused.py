@@ -12,6 +12,8 @@ The chunk kernels (:func:`mlp_forward_gather`, :func:`mlp_backward`) are plain t
 backend hands to ``torch.compile``; every chunk has the same shape (the last one is padded), so they compile
 once per dtype and device. Only :class:`~sdfsrn_fast.SDFDecoder` takes this path; a generic callable decoder
 takes :func:`render_callable_chunked`, which autograds through the callable chunk by chunk (checkpointed).
+On CPU the kernels' float32 matmuls of width H go through oneDNN (:func:`linear`), which runs AVX-512 where
+aten's MKL may not.
 Ray inputs (origins, directions, near, far, jitter) get no gradient on the fused path.
 
 Optionally (``Kernels.screen``; the compiled backend on CPUs with AMX) the forward first evaluates every sample in
@@ -67,19 +69,20 @@ def _act_grad(a, activation: str, beta: float):
 # x @ W^T and d @ W (H = 128, 256; /tmp throwaway script, session 4); the compiled forward chunk went from 1930 to
 # 1450 ns/point at H = 256 and from 550-660 to 360 at H = 128. Weight gradients (d^T h, a reduction over the
 # chunk) stay on aten: oneDNN ran them at 100-160. SDFSRN_ONEDNN=0 turns it off.
+# (torch.library.custom_op needs torch >= 2.4; older torch keeps aten's matmul.)
 _ONEDNN = (os.environ.get("SDFSRN_ONEDNN", "1") != "0" and torch.backends.mkldnn.is_available()
-           and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+           and hasattr(torch.ops.mkldnn, "_linear_pointwise") and hasattr(torch.library, "custom_op"))
 
+if _ONEDNN:
 
-@torch.library.custom_op("sdfsrn_fast::linear_onednn", mutates_args=())
-def _linear_onednn(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``x @ weight.T`` by oneDNN (an opaque call to torch.compile, which fuses the elementwise work around it)."""
-    return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
+    @torch.library.custom_op("sdfsrn_fast::linear_onednn", mutates_args=())
+    def _linear_onednn(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``x @ weight.T`` by oneDNN (opaque to torch.compile, which fuses the elementwise work around it)."""
+        return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
 
-
-@_linear_onednn.register_fake
-def _(x, weight):
-    return x.new_empty(x.shape[0], weight.shape[0])
+    @_linear_onednn.register_fake
+    def _(x, weight):
+        return x.new_empty(x.shape[0], weight.shape[0])
 
 
 def linear(x, weight):
