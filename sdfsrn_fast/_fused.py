@@ -66,9 +66,10 @@ def _act_grad(a, activation: str, beta: float):
 
 # CPU float32 matmuls of width H go through oneDNN, not through aten's sgemm (MKL): on a 2-core AMD EPYC (Zen 5,
 # AVX-512) MKL runs its AVX2 path at 185-213 GFLOP/s for [2048, H] x [H, H] while oneDNN reaches 365-428 for
-# x @ W^T and d @ W (H = 128, 256; /tmp throwaway script, session 4); the compiled forward chunk went from 1930 to
-# 1450 ns/point at H = 256 and from 550-660 to 360 at H = 128. Weight gradients (d^T h, a reduction over the
-# chunk) stay on aten: oneDNN ran them at 100-160. SDFSRN_ONEDNN=0 turns it off.
+# x @ W^T and d @ W (H = 128, 256; a throwaway script, session 4). `python -m sdfsrn_fast.bench --shapes study
+# --backends compiled` with SDFSRN_ONEDNN=0, then without: forward 1.488 -> 0.855 s, forward+backward 1.664 ->
+# 0.908 s. Weight gradients (d^T h, a reduction over the chunk) stay on aten: oneDNN was no faster there (100-270
+# GFLOP/s). SDFSRN_ONEDNN=0 turns it off.
 # (torch.library.custom_op needs torch >= 2.4; older torch keeps aten's matmul.)
 _ONEDNN = (os.environ.get("SDFSRN_ONEDNN", "1") != "0" and torch.backends.mkldnn.is_available()
            and hasattr(torch.ops.mkldnn, "_linear_pointwise") and hasattr(torch.library, "custom_op"))

@@ -134,13 +134,14 @@ def view_aligned_ellipsoid_iou(ds, depth: str = "mean") -> float:
 
 
 def mirror_union_iou(ds) -> dict:
-    """What the mirror prior could reach with everything else perfect: the mean novel-view IoU, per family, of the
-    union of each true shape with its mirror image across the plane through the origin facing its training camera.
+    """The mean novel-view IoU, per family and overall, of the union of each true shape with its mirror image across
+    the plane through the origin facing its training camera: a mirror-symmetric shape, as the mirror prior
+    (``--mirror-weight``) asks for, built from the truth itself.
 
-    That union is mirror-symmetric like every shape the prior (``--mirror-weight``) asks for, and hides nothing of
-    the truth, so its novel-view silhouettes miss no pixel; its extra pixels are the price of the symmetry. (Under
+    Its novel-view silhouettes miss no pixel of the truth; its extra pixels are the price of the symmetry. (Under
     perspective it is also larger than the shape in the training view: the mirror image, whose near parts were far,
-    casts another silhouette.) Exact silhouettes at the dataset's resolution.
+    casts another silhouette.) Exact silhouettes at the dataset's resolution. Not a proven bound: another
+    symmetric shape could score higher, but none built without the truth is likely to.
     """
     from .train import view_mirrors
 
@@ -178,7 +179,7 @@ def main(argv=None) -> int:
                         "of view-aligned guesses on the built-in dataset")
     p.add_argument("--mirror-baseline", action="store_true",
                    help="print the novel-view IoU per family of each true shape united with its mirror image across "
-                        "its training view's plane: what the mirror prior allows at best with the rest perfect")
+                        "its training view's plane: a mirror-symmetric guess built from the truth (no run needed)")
     p.add_argument("--grid", type=int, default=64, help="marching-cubes grid per side (default 64)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")

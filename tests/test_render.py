@@ -309,7 +309,8 @@ def test_generic_callable_takes_the_chunked_path():
 @pytest.mark.parametrize("n,k,m", [(1, 1, 1), (127, 37, 5), (2048, 256, 256)])
 def test_onednn_linear_matches_aten(n, k, m):
     """The CPU float32 kernels' matmul x @ W^T by oneDNN, for a contiguous and a transposed W, eager and compiled,
-    equals aten's float32 matmul to round-off: |error| <= 4 k eps max|x| max|W| (a dot product of length k)."""
+    equals the float64 product to float32 round-off: |error| <= 4 k eps max|x| max|W| (a float32 dot product of
+    length k errs by at most about k eps times the sum of |x_i W_i|)."""
     g = torch.Generator().manual_seed(n + k + m)
     x, w = torch.randn(n, k, generator=g), torch.randn(m, k, generator=g)
     tol = 4 * k * torch.finfo(torch.float32).eps * x.abs().max() * w.abs().max()
