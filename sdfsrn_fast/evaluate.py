@@ -141,7 +141,7 @@ def mirror_union_iou(ds) -> dict:
     Its novel-view silhouettes miss no pixel of the truth; its extra pixels are the price of the symmetry. (Under
     perspective it is also larger than the shape in the training view: the mirror image, whose near parts were far,
     casts another silhouette.) Exact silhouettes at the dataset's resolution. Not a proven bound: another
-    symmetric shape could score higher, but none built without the truth is likely to.
+    symmetric shape could score higher.
     """
     from .train import view_mirrors
 
