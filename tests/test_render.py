@@ -305,7 +305,7 @@ def test_generic_callable_takes_the_chunked_path():
     torch.testing.assert_close(g_c, g_r)
 
 
-@pytest.mark.skipif(not _fused._ONEDNN, reason="this torch build has no oneDNN linear")
+@pytest.mark.skipif(not _fused._ONEDNN, reason="no oneDNN linear in this torch, or SDFSRN_ONEDNN=0")
 @pytest.mark.parametrize("n,k,m", [(1, 1, 1), (127, 37, 5), (2048, 256, 256)])
 def test_onednn_linear_matches_aten(n, k, m):
     """The CPU float32 kernels' matmul x @ W^T by oneDNN, for a contiguous and a transposed W, eager and compiled,
