@@ -16,7 +16,7 @@ import torch
 
 from .cameras import camera_frame
 from .data import FAMILIES, _render_view
-from .train import TrainError, _load_data, evaluate_novel_views, load_run, silhouette_iou
+from .train import TrainError, _load_data, evaluate_novel_views, load_run, resolve_device, silhouette_iou
 
 __all__ = ["shape_metrics", "evaluate_run", "view_aligned_ellipsoid_iou", "mirror_union_iou", "main"]
 
@@ -60,6 +60,7 @@ def shape_metrics(decoder, z: torch.Tensor, ds, i: int, resolution: int = 64, ma
 
 def evaluate_run(run_dir, grid: int = 64, device: str = "cpu", progress: bool = True, encoder=None) -> dict:
     """All metrics of a run (also written to RUN_DIR/eval.json); ``encoder``: see :func:`load_run`."""
+    device = str(resolve_device(device))
     cfg, encoder, decoder, _ = load_run(run_dir, device, encoder)
     ds = _load_data(cfg)
     dev = torch.device(device)

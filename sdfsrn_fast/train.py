@@ -33,7 +33,7 @@ from .data import FAMILIES, ShapeDataset, load_dataset, make_dataset
 from .models import Encoder, SDFDecoder
 
 __all__ = ["Config", "PRESETS", "TrainResult", "train", "preset_config", "evaluate_novel_views", "main", "load_run",
-           "symmetry_losses", "view_mirrors"]
+           "symmetry_losses", "view_mirrors", "resolve_device"]
 
 EVAL_RESOLUTION = 64  # IoU is always measured on 64x64 novel-view silhouettes (threshold 0.5)
 
@@ -112,9 +112,20 @@ def preset_config(name: str, **overrides) -> Config:
 # ----------------------------------------------------------------------------------------------- setup
 
 
-def _device(cfg: Config, local_rank: int) -> torch.device:
-    if cfg.device != "auto":
-        return torch.device(cfg.device)
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``"auto"`` (CUDA, else MPS, else CPU) or a device name checked to exist here; a TrainError otherwise."""
+    if name != "auto":
+        try:
+            device = torch.device(name)
+        except RuntimeError as err:
+            raise TrainError(f"unknown device {name!r}: {err}") from None
+        mps = getattr(torch.backends, "mps", None)
+        if (device.type == "cuda" and not torch.cuda.is_available()) or (
+                device.type == "mps" and not (mps is not None and mps.is_available())):
+            raise TrainError(f"device {name!r} is not available here; use --device cpu (or auto)")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise TrainError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank)
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -370,7 +381,7 @@ def train(config: Config, encoder: Optional[torch.nn.Module] = None, resume: boo
     cfg = config
     _check_config(cfg)
     rank, world, local_rank = _dist_setup()
-    device = _device(cfg, local_rank)
+    device = resolve_device(cfg.device, local_rank)
     out = Path(cfg.out)
     ds = _load_data(cfg)
     if len(ds) < world:

@@ -218,6 +218,9 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
                                             "--out", str(tmp_path)])
     assert "resume" in _cli_error(capsys, ["--resume", str(tmp_path / "nothing-here")])
     assert "rays_per_step" in _cli_error(capsys, ["--rays-per-step", "-1", "--out", str(tmp_path)])
+    assert "unknown device" in _cli_error(capsys, ["--device", "warp9", "--out", str(tmp_path)])
+    if not torch.cuda.is_available():
+        assert "not available" in _cli_error(capsys, ["--device", "cuda", "--out", str(tmp_path)])
 
 
 def test_resume_with_incompatible_config(tmp_path, capsys):
@@ -242,7 +245,6 @@ def test_two_process_data_parallel(tmp_path):
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     rows = metrics(tmp_path)
     assert rows[-1]["train_mse"] < rows[0]["train_mse"]
-
 
 
 def test_mirror_union_baseline():
