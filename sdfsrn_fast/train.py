@@ -368,7 +368,7 @@ class TrainResult:
 
 
 def train(config: Config, encoder: Optional[torch.nn.Module] = None, resume: bool = False,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, overwrite: bool = False) -> TrainResult:
     """Trains encoder + decoder; returns the summary (also written to ``summary.json``) and the trained modules.
 
     Args:
@@ -377,12 +377,17 @@ def train(config: Config, encoder: Optional[torch.nn.Module] = None, resume: boo
             default CNN (and ``config.encoder``). The decoder and renderer are unchanged.
         resume: continue the run in ``config.out`` from its checkpoint.
         progress: show a progress bar (rank 0).
+        overwrite: start afresh even where ``config.out`` holds a run; without it, that is an error (so that a
+            forgotten ``--resume`` never replaces a run's checkpoint).
     """
     cfg = config
     _check_config(cfg)
     rank, world, local_rank = _dist_setup()
     device = resolve_device(cfg.device, local_rank)
     out = Path(cfg.out)
+    if not resume and not overwrite and (out / "checkpoint.pt").exists():
+        raise TrainError(f"{out} already holds a run; continue it with --resume {out}, or start it over with "
+                         "--overwrite (or choose another --out)")
     ds = _load_data(cfg)
     if len(ds) < world:
         raise TrainError(f"{len(ds)} shapes cannot be sharded over {world} processes")
@@ -557,6 +562,7 @@ def _parser() -> argparse.ArgumentParser:
                                 "from one silhouette per shape; evaluate on 6 novel views.")
     p.add_argument("--preset", default=None, help=f"one of {sorted(PRESETS)} (default quick)")
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in --out even if it holds a run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     for f in dataclasses.fields(Config):
         if f.name == "preset":
@@ -592,7 +598,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg, resume = config_from_args(args)
-        train(cfg, resume=resume, progress=not args.no_progress)
+        train(cfg, resume=resume, progress=not args.no_progress, overwrite=args.overwrite)
     except TrainError as err:
         print(f"sdfsrn-train: error: {err}", file=sys.stderr)
         return 2

@@ -223,6 +223,20 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
         assert "not available" in _cli_error(capsys, ["--device", "cuda", "--out", str(tmp_path)])
 
 
+def test_fresh_run_never_replaces_an_existing_one(tmp_path, capsys):
+    """A forgotten --resume is an error, not a lost run; --overwrite (overwrite=True) starts afresh on purpose."""
+    run = tmp_path / "run"
+    train(tiny(run, epochs=1), progress=False)
+    before = (run / "checkpoint.pt").read_bytes()
+    line = _cli_error(capsys, ["--out", str(run), "--epochs", "1"])
+    assert "already holds a run" in line and "--resume" in line
+    assert (run / "checkpoint.pt").read_bytes() == before
+    with pytest.raises(TrainError, match="already holds a run"):
+        train(tiny(run, epochs=1), progress=False)
+    train(tiny(run, epochs=2), progress=False, overwrite=True)
+    assert [r["epoch"] for r in metrics(run)] == [1, 2]
+
+
 def test_resume_with_incompatible_config(tmp_path, capsys):
     run = tmp_path / "run"
     train(tiny(run, epochs=1), progress=False)
