@@ -119,6 +119,10 @@ def load_dataset(path) -> ShapeDataset:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dataset file not found: {path}")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
+            raise ValueError(f"dataset file {path} is corrupt or not a .npz (no zip header): not written by "
+                             "ShapeDataset.save")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}

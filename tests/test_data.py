@@ -92,8 +92,13 @@ def test_missing_and_corrupt_files(tmp_path):
         load_dataset(tmp_path / "nope.npz")
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip file at all")
-    with pytest.raises(ValueError, match="corrupt"):
+    with pytest.raises(ValueError, match="corrupt or not a .npz .no zip header"):
         load_dataset(bad)
+    truncated = tmp_path / "truncated.npz"
+    make_dataset(num_shapes=3, resolution=8, num_novel=1, seed=0).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(ValueError, match="corrupt"):
+        load_dataset(truncated)
     import numpy as np
 
     partial = tmp_path / "partial.npz"
