@@ -266,7 +266,8 @@ def read_checkpoint(run_dir, device="cpu") -> dict:
     try:
         return torch.load(path, map_location=device, weights_only=False)
     except Exception as err:  # a truncated or foreign file
-        raise TrainError(f"cannot read checkpoint {path}: {err}") from None
+        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrainError(f"cannot read checkpoint {path}: truncated or not written by sdfsrn-train ({why})") from None
 
 
 def load_run(run_dir, device="cpu", encoder: Optional[torch.nn.Module] = None):

@@ -244,6 +244,10 @@ def test_resume_with_incompatible_config(tmp_path, capsys):
     assert "hidden" in line
     line = _cli_error(capsys, ["--resume", str(run), "--preset", "study"])
     assert "preset" in line
+    ckpt = run / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:5000])  # e.g. a copy cut short
+    line = _cli_error(capsys, ["--resume", str(run)])
+    assert "truncated or not written by sdfsrn-train" in line
 
 
 def test_two_process_data_parallel(tmp_path):
