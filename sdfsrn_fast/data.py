@@ -80,13 +80,9 @@ class ShapeDataset:
     def exact_silhouettes(self, i: int, azimuth, elevation, resolution: int) -> torch.Tensor:
         """Exact silhouettes [V, resolution, resolution] of shape ``i`` from cameras at ``azimuth``,
         ``elevation`` [V] (the dataset's distance and fov), e.g. training targets at another resolution."""
-        size, rot = self.sizes[i].double(), self.rotations[i].double()
-        views = [
-            _render_view(self.families[i], size, rot, None, float(a), float(e), self.distance, self.fov, resolution,
-                         False)[0]
-            for a, e in zip(torch.as_tensor(azimuth).reshape(-1), torch.as_tensor(elevation).reshape(-1))
-        ]
-        return torch.stack(views).float()
+        return _silhouettes(self.families[i], self.sizes[i].double(), self.rotations[i].double(),
+                            torch.as_tensor(azimuth).reshape(-1), torch.as_tensor(elevation).reshape(-1),
+                            self.distance, self.fov, resolution).float()
 
     def as_decoder(self, indices):
         """A callable ``(z, points[B, N, 3]) -> sdf[B, N]`` giving the analytic SDFs of shapes ``indices``
@@ -189,6 +185,13 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     return q
 
 
+def _silhouettes(family, size, rot, azimuth, elevation, distance, fov, resolution) -> torch.Tensor:
+    """Exact silhouettes [V, H, W] (float64) of one shape (``size``, ``rot``: float64) from V cameras."""
+    views = [_render_view(family, size, rot, None, float(a), float(e), distance, fov, resolution, False)[0]
+             for a, e in zip(azimuth, elevation)]
+    return torch.stack(views) if views else torch.zeros(0, resolution, resolution, dtype=torch.float64)
+
+
 def _render_view(family, size, rot, albedo, az, el, distance, fov, resolution, shade: bool):
     """Exact silhouette [H, W] (and shaded image [3, H, W] if ``shade``) of one shape from one camera."""
     o, d = orbit_rays(torch.tensor([az], dtype=torch.float64), el, distance, fov, resolution, resolution)
@@ -260,13 +263,9 @@ def make_dataset(
         )
         size_t, rot_t, albedo_t = (torch.from_numpy(x) for x in (size, rot, albedo))
         sil, image = _render_view(family, size_t, rot_t, albedo_t, float(az), float(el), distance, fov, resolution, True)
-        nsil = [
-            _render_view(family, size_t, rot_t, albedo_t, float(a), float(e), distance, fov, resolution, False)[0]
-            for a, e in zip(naz, nel)
-        ]
         out["images"].append(image)
         out["sil"].append(sil)
-        out["nsil"].append(torch.stack(nsil) if nsil else torch.zeros(0, resolution, resolution, dtype=torch.float64))
+        out["nsil"].append(_silhouettes(family, size_t, rot_t, naz, nel, distance, fov, resolution))
         for key, value in (("sizes", size), ("rot", rot), ("albedo", albedo), ("az", az), ("el", el),
                            ("naz", naz), ("nel", nel)):
             out[key].append(torch.as_tensor(np.asarray(value, dtype=np.float64)))

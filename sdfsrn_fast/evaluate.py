@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .cameras import camera_frame
-from .data import FAMILIES, _render_view
+from .data import FAMILIES, _silhouettes
 from .train import TrainError, _load_data, evaluate_novel_views, load_run, resolve_device, silhouette_iou
 
 __all__ = ["shape_metrics", "evaluate_run", "view_aligned_ellipsoid_iou", "mirror_union_iou", "main"]
@@ -60,10 +60,9 @@ def shape_metrics(decoder, z: torch.Tensor, ds, i: int, resolution: int = 64, ma
 
 def evaluate_run(run_dir, grid: int = 64, device: str = "cpu", progress: bool = True, encoder=None) -> dict:
     """All metrics of a run (also written to RUN_DIR/eval.json); ``encoder``: see :func:`load_run`."""
-    device = str(resolve_device(device))
-    cfg, encoder, decoder, _ = load_run(run_dir, device, encoder)
+    dev = resolve_device(device)
+    cfg, encoder, decoder, _ = load_run(run_dir, dev, encoder)
     ds = _load_data(cfg)
-    dev = torch.device(device)
     result = evaluate_novel_views(encoder, decoder, ds, cfg, dev)
     encoder.eval()
     with torch.no_grad():
@@ -124,10 +123,8 @@ def view_aligned_ellipsoid_iou(ds, depth: str = "mean") -> float:
         axes2, frame = torch.linalg.eigh(basis @ guess @ basis.T)
         if torch.linalg.det(frame) < 0:
             frame[:, 0] = -frame[:, 0]
-        res = ds.resolution
-        pred = torch.stack([_render_view("ellipsoid", axes2.sqrt(), frame, None, float(a), float(e), ds.distance,
-                                         ds.fov, res, False)[0]
-                            for a, e in zip(ds.novel_azimuth[i], ds.novel_elevation[i])])
+        pred = _silhouettes("ellipsoid", axes2.sqrt(), frame, ds.novel_azimuth[i], ds.novel_elevation[i], ds.distance,
+                            ds.fov, ds.resolution)
         ious.append(silhouette_iou(pred, ds.novel_silhouettes[i]).mean().item())
     if not ious:
         raise ValueError("the dataset has no ellipsoids")
@@ -151,9 +148,8 @@ def mirror_union_iou(ds) -> dict:
     ious = {}
     for i, family in enumerate(ds.families):
         size, rot = ds.sizes[i].double(), ds.rotations[i].double()
-        mirrored = torch.stack([_render_view(family, size, mirrors[i] @ rot, None, float(a), float(e), ds.distance,
-                                             ds.fov, ds.resolution, False)[0]
-                                for a, e in zip(ds.novel_azimuth[i], ds.novel_elevation[i])]).float()
+        mirrored = _silhouettes(family, size, mirrors[i] @ rot, ds.novel_azimuth[i], ds.novel_elevation[i],
+                                ds.distance, ds.fov, ds.resolution).float()
         union = torch.maximum(mirrored, ds.novel_silhouettes[i])
         ious.setdefault(family, []).append(silhouette_iou(union, ds.novel_silhouettes[i]).mean().item())
     out = {fam: float(np.mean(v)) for fam, v in ious.items()}
