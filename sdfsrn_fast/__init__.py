@@ -1,13 +1,15 @@
 """sdfsrn_fast: fast differentiable SDF silhouette rendering for single-view 3-D reconstruction (SDF-SRN style).
 
-Public surface: :func:`render`, :func:`available_backends`, :class:`SDFDecoder`, :class:`Encoder`, and the
-modules :mod:`sdfsrn_fast.cameras` and :mod:`sdfsrn_fast.data`. Importing the package imports neither triton
-nor any C++ code; fast backends load on first use.
+The library: :func:`render` (one public function, backends chosen per call), :func:`available_backends`,
+:class:`SDFDecoder`, :class:`Encoder` and the module :mod:`sdfsrn_fast.cameras`. The backends live in
+:mod:`sdfsrn_fast.backends`, one module each; the study built on the library (synthetic data, training,
+evaluation, figures) lives in :mod:`sdfsrn_fast.study`. Importing the package imports neither triton nor any C++
+code; fast backends load on first use.
 """
 
-from . import cameras, data
+from . import cameras
 from ._dispatch import available_backends, render
 from .models import Encoder, SDFDecoder
 
-__all__ = ["render", "available_backends", "SDFDecoder", "Encoder", "cameras", "data"]
+__all__ = ["render", "available_backends", "SDFDecoder", "Encoder", "cameras"]
 __version__ = "0.1.0"

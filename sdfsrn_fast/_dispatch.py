@@ -13,8 +13,8 @@ from typing import Callable, Optional
 
 import torch
 
-from . import _compiled
-from ._reference import render_reference
+from .backends import compiled
+from .backends.reference import render_reference
 from .models import SDFDecoder
 
 __all__ = ["render", "available_backends"]
@@ -35,7 +35,7 @@ def _run_reference(decoder, z, origins, directions, near, far, valid, num_sample
 
 
 _BACKENDS: dict[str, _Backend] = {
-    "compiled": _Backend("compiled", _compiled.render_compiled, lambda: None, _compiled.unsupported),
+    "compiled": _Backend("compiled", compiled.render_compiled, lambda: None, compiled.unsupported),
     "reference": _Backend("reference", _run_reference, lambda: None, lambda decoder, args: None),
 }
 
@@ -105,10 +105,20 @@ def _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"render: `num_samples` must be an int >= 1, got {num_samples!r}")
     for name, value in (("tau", tau), ("tau_min", tau_min)):
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"render: `{name}` must be a positive finite number, got {value!r}")
+        if isinstance(value, torch.Tensor):
+            if value.dim() != 0 or not value.is_floating_point():
+                raise ValueError(f"render: `{name}` must be a number or a 0-d float tensor, got {value.dtype} "
+                                 f"of shape {tuple(value.shape)}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"render: `{name}` must be a number or a 0-d float tensor, got {value!r}")
     if not isinstance(grad_eps, (int, float)) or not 0 <= grad_eps < 1:
         raise ValueError(f"render: `grad_eps` must be in [0, 1), got {grad_eps!r}")
+    if torch.compiler.is_compiling():
+        return  # the checks below read tensor values: eager calls only
+    for name, value in (("tau", tau), ("tau_min", tau_min)):
+        v = float(value)
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(f"render: `{name}` must be a positive finite number, got {v!r}")
     if torch.isnan(z).any():
         raise ValueError("render: `z` contains NaN")
     for name in ("origins", "directions", "near", "far"):
@@ -116,6 +126,13 @@ def _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples
             raise ValueError(f"render: `{name}` contains NaN or inf")
     if jitter is not None and ((jitter < -0.5) | (jitter >= 0.5)).any():
         raise ValueError("render: `jitter` must lie in [-0.5, 0.5)")
+
+
+def _as_tensor(value) -> torch.Tensor:
+    """A temperature as the 0-d float64 tensor the custom ops take (on the CPU unless given elsewhere)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(torch.float64)
+    return torch.tensor(float(value), dtype=torch.float64)
 
 
 def render(
@@ -127,8 +144,8 @@ def render(
     far: torch.Tensor,
     valid: torch.Tensor,
     num_samples: int = 64,
-    tau: float = 0.01,
-    tau_min: float = 0.005,
+    tau: float | torch.Tensor = 0.01,
+    tau_min: float | torch.Tensor = 0.005,
     grad_eps: float = 1e-4,
     jitter: Optional[torch.Tensor] = None,
     backend: str = "auto",
@@ -148,7 +165,9 @@ def render(
         origins, directions: rays [B, R, 3] (see :func:`sdfsrn_fast.cameras.orbit_rays`).
         near, far, valid: [B, R] from :func:`sdfsrn_fast.cameras.sphere_near_far`; invalid rays render 0.
         num_samples: S, samples per ray (midpoints of S equal intervals of [near, far]).
-        tau: silhouette temperature. tau_min: soft-minimum temperature.
+        tau: silhouette temperature. tau_min: soft-minimum temperature. Numbers or 0-d tensors; inside
+            ``torch.compile`` pass a temperature that changes between calls (annealing) as a 0-d tensor: a Python
+            float is a constant of the compiled graph, and each new value recompiles it.
         grad_eps: fast backends may drop samples with soft-min weight below it in backward; 0 is exact.
             The reference is always exact.
         jitter: optional per-ray sample offset [B, R] in [-0.5, 0.5) of one interval.
@@ -160,5 +179,7 @@ def render(
     _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter)
     args = dict(z=z, origins=origins, directions=directions, near=near, far=far, jitter=jitter)
     b = _pick_backend(backend, decoder, args)
-    return b.run(decoder, z, origins, directions, near, far, valid, num_samples, float(tau), float(tau_min),
+    if b.name == "reference":
+        return b.run(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter)
+    return b.run(decoder, z, origins, directions, near, far, valid, num_samples, _as_tensor(tau), _as_tensor(tau_min),
                  float(grad_eps), jitter)

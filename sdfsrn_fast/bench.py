@@ -87,7 +87,7 @@ _REFERENCE_COMPILED = None
 def _reference_compiled():
     global _REFERENCE_COMPILED
     if _REFERENCE_COMPILED is None:
-        from ._reference import render_reference
+        from .backends.reference import render_reference
 
         _REFERENCE_COMPILED = torch.compile(render_reference)
     return _REFERENCE_COMPILED
@@ -126,7 +126,7 @@ def evaluated_points(backend: str, case: dict, mode: str) -> tuple[int, int, int
     if backend in BASELINES:
         dense = s.batch * s.resolution**2 * s.samples
         return dense, dense if mode == "forward_backward" else 0, 0
-    from ._fused import STATS
+    from .backends.fused import STATS
 
     backward = STATS["backward_points"] if mode == "forward_backward" else 0
     return STATS["forward_points"], backward, STATS["refined_points"]
@@ -222,8 +222,8 @@ def measure_subprocess(backend: str, shape: str, mode: str, rounds: int = 3, env
 
 def sgemm_gflops(n: int = 2048, reps: int = 5, device=None) -> float:
     """This machine's float32 matrix-multiply throughput (n x n x n), best of ``reps`` and of the two matmuls
-    the kernels may use: aten's (MKL on x86 CPUs) and :func:`sdfsrn_fast._fused.linear` (oneDNN on CPUs)."""
-    from ._fused import linear
+    the kernels may use: aten's (MKL on x86 CPUs) and :func:`sdfsrn_fast.backends.fused.linear` (oneDNN on CPUs)."""
+    from .backends.fused import linear
 
     device = torch.device(device) if device is not None else default_device()
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
@@ -258,7 +258,7 @@ def grad_eps_error(values, shape: str = "study", fit_steps: int = 150) -> list[d
 
     grads(0.0)  # warm-up (compile)
     exact, t_exact = grads(0.0)
-    from ._fused import STATS
+    from .backends.fused import STATS
 
     rows = [dict(grad_eps=0.0, worst=0.0, global_=0.0, backward_s=t_exact, kept=STATS["backward_points"] /
                  max(STATS["forward_points"], 1))]

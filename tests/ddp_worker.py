@@ -6,7 +6,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from sdfsrn_fast.train import preset_config, train
+from sdfsrn_fast.study.train import preset_config, train
 
 out = sys.argv[1]
 cfg = preset_config("quick", out=out, num_shapes=6, epochs=8, rays=12, samples=12, hidden=32, latent=16,

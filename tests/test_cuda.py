@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sdfsrn_fast import available_backends, render
-from sdfsrn_fast.train import preset_config, train
+from sdfsrn_fast.study.train import preset_config, train
 
 from conftest import make_rays, rel_err, requires_cuda, small_decoder
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sdfsrn_fast.cameras import orbit_rays
-from sdfsrn_fast.data import FAMILIES, load_dataset, make_dataset
+from sdfsrn_fast.study.data import FAMILIES, load_dataset, make_dataset
 
 
 @pytest.fixture(scope="module")

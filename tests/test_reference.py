@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sdfsrn_fast import SDFDecoder, available_backends, render
-from sdfsrn_fast.data import make_dataset
+from sdfsrn_fast.study.data import make_dataset
 
 from conftest import make_rays, small_decoder
 
@@ -56,7 +56,7 @@ def test_analytic_sdfs_reproduce_dataset_silhouettes(dataset):
     shape for less than one interval (at most dt/2 = 0.004 world units deep, a tenth of a 0.036-unit pixel:
     box corners); tau_min = 1e-5 keeps the soft minimum's bias, tau_min log S < 1e-4, far below a pixel."""
     from sdfsrn_fast.cameras import orbit_rays, sphere_near_far
-    from sdfsrn_fast.train import silhouette_iou
+    from sdfsrn_fast.study.views import silhouette_iou
 
     H = dataset.resolution
     worst = 1.0

@@ -11,43 +11,49 @@ import pytest
 import torch
 
 from sdfsrn_fast import SDFDecoder, render
-from sdfsrn_fast import _compiled
 from sdfsrn_fast._dispatch import _pick_backend
-from sdfsrn_fast import _fused
-from sdfsrn_fast._fused import (EAGER, STATS, Kernels, decoder_weights, mlp_backward, mlp_forward_gather,
-                                render_fused)
+from sdfsrn_fast.backends import compiled as compiled_backend
+from sdfsrn_fast.backends import fused
+from sdfsrn_fast.backends.compiled import compiled_render
+from sdfsrn_fast.backends.fused import (EAGER, STATS, Kernels, decoder_weights, fused_backward, fused_forward,
+                                        mlp_backward, mlp_forward_gather)
 
 from conftest import make_rays, rel_err, small_decoder
 
-# The fused Function with eager kernels and a tiny chunk (many chunks, the last one padded), and the public
-# compiled backend (torch.compile, default chunk). Both are the same autograd Function.
+# The fused algorithm called directly (no autograd) with eager kernels and a tiny chunk (many chunks, the last one
+# padded), and the public compiled backend (its custom ops through autograd, torch.compile-d kernels).
 SMALL_CHUNKS = Kernels(mlp_forward_gather, mlp_backward, 7)
 
 
-def fused_eager(decoder, z, o, d, near, far, valid, S, tau=0.1, tau_min=0.05, grad_eps=0.0, jitter=None,
+def fused_eager(decoder, z, rays, S, weight=None, tau=0.1, tau_min=0.05, grad_eps=0.0, jitter=None,
                 kernels=SMALL_CHUNKS):
-    return render_fused(decoder, z, o, d, near, far, valid, S, tau, tau_min, grad_eps, jitter, kernels=kernels)
+    """Silhouettes and the gradients of sum(weight * sil) w.r.t. z and every decoder weight, by the fused forward
+    and backward functions themselves."""
+    weights = [w.detach() for w in decoder_weights(decoder)]
+    args = (z.detach(), *rays, jitter, weights, S)
+    sil, sdf, lse = fused_forward(kernels, *args, tau, tau_min, decoder.activation, decoder.softplus_beta)
+    weight = torch.ones_like(sil) if weight is None else weight
+    g = fused_backward(kernels, weight, sil, sdf, lse, *args, tau, tau_min, grad_eps, decoder.activation,
+                       decoder.softplus_beta)
+    return sil, g
 
 
-def compiled(decoder, z, o, d, near, far, valid, S, tau=0.1, tau_min=0.05, grad_eps=0.0, jitter=None):
-    return render(decoder, z, o, d, near, far, valid, num_samples=S, tau=tau, tau_min=tau_min, grad_eps=grad_eps,
-                  jitter=jitter, backend="compiled")
+def _autograd(backend):
+    def run(decoder, z, rays, S, weight=None, tau=0.1, tau_min=0.05, grad_eps=0.0, jitter=None):
+        sil = render(decoder, z, *rays, num_samples=S, tau=tau, tau_min=tau_min, grad_eps=grad_eps, jitter=jitter,
+                     backend=backend)
+        weight = torch.ones_like(sil) if weight is None else weight
+        return sil, torch.autograd.grad((sil * weight).sum(), [z, *decoder.parameters()])
+
+    return run
 
 
-def reference(decoder, z, o, d, near, far, valid, S, tau=0.1, tau_min=0.05, grad_eps=0.0, jitter=None):
-    return render(decoder, z, o, d, near, far, valid, num_samples=S, tau=tau, tau_min=tau_min, jitter=jitter,
-                  backend="reference")
-
-
+reference, compiled = _autograd("reference"), _autograd("compiled")
 BACKENDS = {"fused_eager": fused_eager, "compiled": compiled}
 
 
 def grads(fn, decoder, z, rays, S, weight=None, **kw):
-    """Silhouettes and the gradients of sum(weight * sil) w.r.t. z and every decoder weight."""
-    sil = fn(decoder, z, *rays, S, **kw)
-    weight = torch.ones_like(sil) if weight is None else weight
-    params = [z, *decoder.parameters()]
-    return sil, torch.autograd.grad((sil * weight).sum(), params)
+    return fn(decoder, z, rays, S, weight, **kw)
 
 
 @pytest.mark.parametrize("activation", ["softplus", "relu"])
@@ -66,14 +72,12 @@ def test_gradcheck_float64_exact(activation):
         for a, b in zip(g_f, g_r):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
         return
-    weights = decoder_weights(dec)
+    tau, tau_min = torch.tensor(0.1, dtype=torch.float64), torch.tensor(0.05, dtype=torch.float64)
 
-    def f(z, *ws):  # the fused path reads only .layers[i].weight/.bias and the activation of its decoder
-        layers = [SimpleNamespace(weight=w, bias=b) for w, b in zip(ws[0::2], ws[1::2])]
-        stand_in = SimpleNamespace(layers=layers, activation="softplus", softplus_beta=10.0)
-        return fused_eager(stand_in, z, *rays, 5)
+    def f(z, *ws):  # the public custom op, through its registered autograd
+        return compiled_render(z, *rays, None, list(ws), 5, tau, tau_min, 0.0, "softplus", 10.0)[0]
 
-    inputs = (z, *(w.detach().clone().requires_grad_(True) for w in weights))
+    inputs = (z, *(w.detach().clone().requires_grad_(True) for w in decoder_weights(dec)))
     assert torch.autograd.gradcheck(f, inputs)
 
 
@@ -124,7 +128,7 @@ def test_all_rays_invalid(backend):
     valid = torch.zeros_like(valid)
     z = torch.randn(2, 8, requires_grad=True)
     sil, g = grads(BACKENDS[backend], dec, z, (o, d, near, far, valid), 8)
-    assert (sil == 0).all()
+    assert sil.shape == (2, 16) and (sil == 0).all()
     assert all((t == 0).all() for t in g)
 
 
@@ -172,7 +176,7 @@ def test_default_grad_eps_error_below_1e_3():
     assert default_eps > 0
 
     def loss_grads(eps):
-        sil = compiled(dec, z, *rays, 32, tau=0.01, tau_min=0.005, grad_eps=eps)
+        sil = render(dec, z, *rays, num_samples=32, tau=0.01, tau_min=0.005, grad_eps=eps, backend="compiled")
         return torch.autograd.grad(((sil - target) ** 2).mean(), params)
 
     exact, sparse = loss_grads(0.0), loss_grads(default_eps)
@@ -207,7 +211,7 @@ def test_screened_forward_against_float64_reference(tau):
     sil_ref, g_ref = grads(reference, dec, z, rays, S, w, **kw)
     sil_fast, g_fast = grads(fused_eager, dec, z, rays, S, w, kernels=_screened(), **kw)
     assert STATS["screened_points"] > 0.3 * STATS["forward_points"]  # the screen did spare work
-    assert 0 < STATS["screen_error"] <= _fused.SCREEN_ERROR
+    assert 0 < STATS["screen_error"] <= fused.SCREEN_ERROR
     slack = torch.finfo(torch.float32).eps * math.sqrt(sil64.numel() * S)
     assert rel_err(sil_fast, sil64) <= 4 * rel_err(sil_ref, sil64) + slack
     for a, b, ref in zip(g_fast, g64, g_ref):
@@ -224,46 +228,44 @@ def test_screen_widens_when_its_error_is_larger_than_assumed():
         return mlp_forward_gather(*args).float() + 0.2 * torch.sin(7 * p.sum(-1))
 
     kw = dict(tau=0.01, tau_min=0.005, kernels=_screened(bad_screen))
-    sil = fused_eager(dec, z, *rays, S, **kw)
-    assert STATS["screen_error"] > 2 * _fused.SCREEN_ERROR
-    plain = fused_eager(dec, z, *rays, S, tau=0.01, tau_min=0.005)
+    sil, _ = fused_eager(dec, z, rays, S, **kw)
+    assert STATS["screen_error"] > 2 * fused.SCREEN_ERROR
+    plain, _ = fused_eager(dec, z, rays, S, tau=0.01, tau_min=0.005)
     torch.testing.assert_close(sil, plain, rtol=0, atol=1e-6)
 
 
 def test_screen_is_skipped_when_it_would_not_pay():
     """At a soft temperature nearly every sample matters: the pilot sees it and the forward runs in float32."""
     dec, rays, z, target, S = _screen_case()
-    sil = fused_eager(dec, z, *rays, S, tau=0.2, tau_min=0.1, kernels=_screened())
+    sil, _ = fused_eager(dec, z, rays, S, tau=0.2, tau_min=0.1, kernels=_screened())
     assert STATS["screened_points"] == 0
-    torch.testing.assert_close(sil, fused_eager(dec, z, *rays, S, tau=0.2, tau_min=0.1), rtol=0, atol=0)
+    torch.testing.assert_close(sil, fused_eager(dec, z, rays, S, tau=0.2, tau_min=0.1)[0], rtol=0, atol=0)
 
 
 def test_saved_memory_grows_with_samples_not_hidden():
-    """What the Function keeps for backward: per sample a point and an SDF value, per ray a few statistics;
-    never B x R x S x hidden activations. Counted through saved-tensor hooks, excluding the weights."""
+    """What the compiled op keeps for backward besides its inputs: per ray its silhouette, its logsumexp and the S
+    SDF values of its samples; never B x R x S x hidden activations. Counted through saved-tensor hooks."""
 
     def saved_bytes(hidden):
         dec = small_decoder(latent_dim=8, hidden_dim=hidden, seed=9)
         rays = make_rays(batch=2, height=16, width=16)
         z = torch.randn(2, 8, requires_grad=True)
-        params = {p.data_ptr() for p in [z, *dec.parameters()]}
+        inputs = {t.data_ptr() for t in [z, *rays, *dec.parameters()]}
         total = 0
 
         def pack(t):
             nonlocal total
-            if t.data_ptr() not in params:
+            if t.data_ptr() not in inputs:
                 total += t.numel() * t.element_size()
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            fused_eager(dec, z, *rays, 32, kernels=EAGER)
-        return total, int(rays[4].sum())
+            render(dec, z, *rays, num_samples=32, backend="compiled")
+        return total
 
-    small, n_valid = saved_bytes(16)
-    large, _ = saved_bytes(256)
+    small, large = saved_bytes(16), saved_bytes(256)
     assert small == large  # independent of the hidden width
-    # points (3) + sdf (1) floats per sample, and a few 8-byte values per ray
-    assert small <= n_valid * 32 * 4 * 4 + n_valid * 40
+    assert 0 < small <= 2 * 16 * 16 * (32 + 2) * 4 + 2 * 8  # sil, sdf, lse float32 per ray; two float64 temperatures
 
 
 def test_training_step_matches_reference():
@@ -305,7 +307,7 @@ def test_generic_callable_takes_the_chunked_path():
     torch.testing.assert_close(g_c, g_r)
 
 
-@pytest.mark.skipif(not _fused._ONEDNN, reason="no oneDNN linear in this torch, or SDFSRN_ONEDNN=0")
+@pytest.mark.skipif(not fused._ONEDNN, reason="no oneDNN linear in this torch, or SDFSRN_ONEDNN=0")
 @pytest.mark.parametrize("n,k,m", [(1, 1, 1), (127, 37, 5), (2048, 256, 256)])
 def test_onednn_linear_matches_aten(n, k, m):
     """The CPU float32 kernels' matmul x @ W^T by oneDNN, for a contiguous and a transposed W, eager and compiled,
@@ -314,14 +316,14 @@ def test_onednn_linear_matches_aten(n, k, m):
     g = torch.Generator().manual_seed(n + k + m)
     x, w = torch.randn(n, k, generator=g), torch.randn(m, k, generator=g)
     tol = 4 * k * torch.finfo(torch.float32).eps * x.abs().max() * w.abs().max()
-    compiled_linear = torch.compile(_fused.linear, fullgraph=True, dynamic=False)
+    compiled_linear = torch.compile(fused.linear, fullgraph=True, dynamic=False)
     for weight in (w, w.t().contiguous().t()):
         exact = x.double() @ weight.double().t()
-        for fn in (_fused.linear, compiled_linear):
+        for fn in (fused.linear, compiled_linear):
             out = fn(x, weight)
             assert out.shape == (n, m) and out.dtype == torch.float32
             assert (out.double() - exact).abs().max() <= tol
-    assert torch.equal(_fused.linear(x.double(), w.double()), x.double() @ w.double().t())  # float64: plain aten
+    assert torch.equal(fused.linear(x.double(), w.double()), x.double() @ w.double().t())  # float64: plain aten
 
 
 def test_auto_picks_compiled_on_cpu_and_falls_back_for_ray_gradients():
@@ -341,7 +343,7 @@ def test_compiles_a_bounded_number_of_times():
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
-    _compiled._KERNELS.clear()
+    compiled_backend._KERNELS.clear()
     counters.clear()
     torch.manual_seed(12)
     dec = SDFDecoder(latent_dim=8, hidden_dim=24)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdfsrn_fast import train as train_mod
-from sdfsrn_fast.train import TrainError, preset_config, train
+from sdfsrn_fast.study import priors
+from sdfsrn_fast.study import train as train_mod
+from sdfsrn_fast.study.train import TrainError, preset_config, train
 
 from tiny_encoder import TinyEncoder
 
@@ -48,15 +49,15 @@ def test_symmetry_losses_vanish_exactly_for_symmetric_shapes():
     """Mirror across the view plane: a ball off the origin within that plane is symmetric (0); moved towards the
     camera it is not (> 0, growing with the offset). Point symmetry: only the centred ball is symmetric."""
     view = torch.tensor([[0.0, 0.0, 2.5]])
-    mirror, central = train_mod.view_mirrors(view), -torch.eye(3)
+    mirror, central = priors.view_mirrors(view), -torch.eye(3)
     assert torch.allclose(mirror[0], torch.diag(torch.tensor([1.0, 1.0, -1.0])))
-    points = train_mod._ball_points(1, 2000, torch.Generator().manual_seed(0), "cpu")
+    points = priors.ball_points(1, 2000, torch.Generator().manual_seed(0), "cpu")
 
     def ball(centre):
         return lambda z, p: (p - torch.tensor(centre)).norm(dim=-1) - 0.4
 
     def losses(centre):
-        return train_mod.symmetry_losses(ball(centre), None, points, [mirror, central])
+        return priors.symmetry_losses(ball(centre), None, points, [mirror, central])
 
     assert losses([0.0, 0.0, 0.0]) == [0, 0]
     off_axis = losses([0.3, -0.2, 0.0])
@@ -94,7 +95,7 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
 
     part = tmp_path / "part"
     saves = {"n": 0}
-    real_save = train_mod._save_atomic
+    real_save = train_mod.save_atomic
 
     def save_then_stop(obj, path):
         real_save(obj, path)
@@ -102,10 +103,10 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
         if saves["n"] == 2:
             raise KeyboardInterrupt  # as if ^C came right after epoch 2's checkpoint
 
-    monkeypatch.setattr(train_mod, "_save_atomic", save_then_stop)
+    monkeypatch.setattr(train_mod, "save_atomic", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         train(tiny(part, epochs=4), progress=False)
-    monkeypatch.setattr(train_mod, "_save_atomic", real_save)
+    monkeypatch.setattr(train_mod, "save_atomic", real_save)
     assert len(metrics(part)) == 2
     assert train_mod.main(["--resume", str(part), "--no-progress", "--figures", "false"]) == 0
     a, b = metrics(full), metrics(part)
@@ -154,7 +155,7 @@ def test_figures_and_eval(tmp_path):
     train(tiny(run, epochs=3, figures=True), progress=False)
     for name in ("views_sphere.png", "views_box.png", "views_ellipsoid.png", "convergence.png", "curves.png"):
         assert (run / name).stat().st_size > 1000, name
-    from sdfsrn_fast.evaluate import main as eval_main
+    from sdfsrn_fast.study.evaluate import main as eval_main
 
     assert eval_main([str(run), "--grid", "24", "--no-progress"]) == 0
     r = json.loads((run / "eval.json").read_text())
@@ -166,8 +167,8 @@ def test_figures_and_eval(tmp_path):
 
 def test_shape_metrics_of_the_truth_are_perfect():
     """The 3-D metrics of an analytic SDF against itself: Chamfer ~0, volumetric IoU 1."""
-    from sdfsrn_fast.data import make_dataset
-    from sdfsrn_fast.evaluate import shape_metrics
+    from sdfsrn_fast.study.data import make_dataset
+    from sdfsrn_fast.study.evaluate import shape_metrics
 
     ds = make_dataset(num_shapes=3, resolution=16)
     for i in range(3):
@@ -184,8 +185,8 @@ def test_view_aligned_ellipsoid_baseline():
     """The guess is exact where nothing is hidden: a ball (any depth guess), and an ellipsoid whose axis lies along
     the training view (the true depth); on the built-in ellipsoids the image-only guess falls short of 1."""
     from sdfsrn_fast.cameras import camera_frame
-    from sdfsrn_fast.data import make_dataset
-    from sdfsrn_fast.evaluate import view_aligned_ellipsoid_iou
+    from sdfsrn_fast.study.data import make_dataset
+    from sdfsrn_fast.study.evaluate import view_aligned_ellipsoid_iou
 
     ds = make_dataset(num_shapes=1, resolution=24, num_novel=3, families=("ellipsoid",), seed=3)
     _, fwd, right, up = camera_frame(ds.azimuth, ds.elevation, ds.distance)
@@ -269,8 +270,8 @@ def test_mirror_union_baseline():
     """Shapes the mirror leaves unchanged score 1 (a ball; a box with an axis along the training view); a tilted box
     united with its mirror image sticks out in some novel view."""
     from sdfsrn_fast.cameras import camera_frame
-    from sdfsrn_fast.data import make_dataset
-    from sdfsrn_fast.evaluate import mirror_union_iou
+    from sdfsrn_fast.study.data import make_dataset
+    from sdfsrn_fast.study.evaluate import mirror_union_iou
 
     ds = make_dataset(num_shapes=2, resolution=24, num_novel=3, families=("sphere", "box"), seed=4)
     assert mirror_union_iou(ds)["sphere"] == 1.0

@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cameras import camera_frame
+from ..cameras import camera_frame
+from .config import TrainError, resolve_device
 from .data import FAMILIES, _silhouettes
-from .train import TrainError, _load_data, evaluate_novel_views, load_run, resolve_device, silhouette_iou
+from .priors import view_mirrors
+from .runs import load_data, load_run
+from .views import evaluate_novel_views, silhouette_iou
 
 __all__ = ["shape_metrics", "evaluate_run", "view_aligned_ellipsoid_iou", "mirror_union_iou", "main"]
 
@@ -62,7 +65,7 @@ def evaluate_run(run_dir, grid: int = 64, device: str = "cpu", progress: bool = 
     """All metrics of a run (also written to RUN_DIR/eval.json); ``encoder``: see :func:`load_run`."""
     dev = resolve_device(device)
     cfg, encoder, decoder, _ = load_run(run_dir, dev, encoder)
-    ds = _load_data(cfg)
+    ds = load_data(cfg)
     result = evaluate_novel_views(encoder, decoder, ds, cfg, dev)
     encoder.eval()
     with torch.no_grad():
@@ -141,8 +144,6 @@ def mirror_union_iou(ds) -> dict:
     casts another silhouette.) Exact silhouettes at the dataset's resolution. Not a proven bound: another
     symmetric shape could score higher.
     """
-    from .train import view_mirrors
-
     _, fwd, _, _ = camera_frame(ds.azimuth.double(), ds.elevation.double(), ds.distance)
     mirrors = view_mirrors(fwd)
     ious = {}

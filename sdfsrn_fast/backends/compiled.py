@@ -1,11 +1,14 @@
-"""Backend ``compiled``: the fused algorithm of :mod:`._fused` with its chunk kernels under ``torch.compile``.
+"""Backend ``compiled``: the fused algorithm of :mod:`.fused` with its chunk kernels under ``torch.compile``, as the
+custom ops ``sdfsrn_fast::compiled_render`` and ``sdfsrn_fast::compiled_render_backward`` (:mod:`._ops`).
 
 Device-agnostic: it runs on CPU and is written for Apple MPS and CUDA too (only matmuls, elementwise ops,
 gathers and index_add; no float64 requirement, nothing CUDA-only). Every chunk has one fixed shape (the last one
 is padded), so each kernel compiles once per (dtype, device, activation) and a training loop does not recompile
 as the number of kept samples changes. Where ``torch.compile`` cannot run (no C++ compiler, an unsupported
 platform, or ``SDFSRN_COMPILE=0``), the same kernels run eagerly, with one warning.
-Generic callable decoders take the chunked, checkpointed autograd path (no compile, no sparse backward).
+Generic callable decoders take the chunked, checkpointed autograd path (no custom op, no sparse backward): in
+eager calls the callable runs as it is; inside a caller's ``torch.compile`` it is traced with the rest of the
+caller's graph like any PyTorch code.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import warnings
 
 import torch
 
-from ._fused import Kernels, chunk_size, mlp_backward, mlp_forward_gather, render_callable_chunked, render_fused
-from .models import SDFDecoder
+from ..models import SDFDecoder
+from ._ops import define_render_ops
+from .fused import (Kernels, chunk_size, decoder_weights, fused_backward, fused_forward, mlp_backward,
+                    mlp_forward_gather, render_callable_chunked)
 
-__all__ = ["render_compiled", "compiled_kernels"]
+__all__ = ["render_compiled", "compiled_kernels", "compiled_render"]
 
 
 class _CompiledOrEager:
@@ -66,10 +71,23 @@ def compiled_kernels(device: torch.device) -> Kernels:
     return _KERNELS[key]
 
 
+def _forward(z, *args):
+    return fused_forward(compiled_kernels(z.device), z, *args)
+
+
+def _backward(grad_sil, sil, sdf, lse, z, *args):
+    return fused_backward(compiled_kernels(z.device), grad_sil, sil, sdf, lse, z, *args)
+
+
+compiled_render = define_render_ops("compiled", _forward, _backward)
+
+
 def render_compiled(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter):
+    """Arguments as in ``render`` (checked there; tau and tau_min as 0-d tensors)."""
     if isinstance(decoder, SDFDecoder):
-        return render_fused(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps,
-                            jitter, kernels=compiled_kernels(z.device))
+        sil, _, _ = compiled_render(z, origins, directions, near, far, valid, jitter, decoder_weights(decoder),
+                                    num_samples, tau, tau_min, grad_eps, decoder.activation, decoder.softplus_beta)
+        return sil
     return render_callable_chunked(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min,
                                    jitter)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .data import FAMILIES
+from .views import predict_silhouettes
 
 __all__ = ["make_figures", "plot_curves"]
 
@@ -53,8 +54,6 @@ def plot_curves(history: list, path: Path) -> None:
 
 def make_figures(out, encoder, decoder, ds, cfg, device, history) -> list:
     """Writes the run's figures into ``out``; returns their paths."""
-    from .train import predict_silhouettes
-
     plt = _plt()
     out = Path(out)
     paths = []

@@ -32,9 +32,10 @@ import torch
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ._reference import sample_points, soft_silhouette
+from .reference import sample_points, soft_silhouette
 
-__all__ = ["FusedRender", "render_fused", "render_callable_chunked", "chunk_size", "decoder_weights"]
+__all__ = ["fused_forward", "fused_backward", "render_callable_chunked", "chunk_size", "decoder_weights", "Kernels",
+           "EAGER"]
 
 # Points per chunk, by device type. CPU: measured by `python -m sdfsrn_fast.bench --sweep-chunk` (no-grad
 # forward GFLOP/s at the study's width, 2-core Xeon): see the README's performance section. 2048 points keep a
@@ -270,100 +271,114 @@ def _screened_sdf(kernels, cfg, points, sample_b, c0_shape, c2_shape, weights):
     return s
 
 
-class FusedRender(torch.autograd.Function):
-    """Fused soft-silhouette render of an SDFDecoder; see the module docstring."""
-
-    @staticmethod
-    def forward(ctx, kernels, cfg, points, ray_b, ray_index, B, R, z, W0, b0, W1, b1, W2, b2, W3, b3, W4, b4):
-        # points [Nv*S, 3] samples of the valid rays; ray_b [Nv] shape of each valid ray; ray_index [Nv] into B*R.
-        S, tau, tau_min, activation, beta = cfg["S"], cfg["tau"], cfg["tau_min"], cfg["activation"], cfg["beta"]
-        c0_shape, c2_shape, weights = _latent_share(z, W0, b0, W1, b1, W2, b2, W3, b3, W4, b4)
-        n = points.shape[0]
-        STATS.update(forward_points=n, refined_points=0, screened_points=0, screen_error=0.0)
-        sample_b = ray_b.repeat_interleave(S)
-        s = None
-        if kernels.screen is not None and z.dtype == torch.float32 and n >= kernels.screen_chunk:
-            s = _screened_sdf(kernels, cfg, points, sample_b, c0_shape, c2_shape, weights)
-        if s is None:
-            s = _evaluate(kernels.forward, kernels.chunk, points, sample_b, (c0_shape, c2_shape, *weights), activation,
-                          beta, z.dtype).view(-1, S)
-        lse = torch.logsumexp(-s / tau_min, dim=-1)
-        sil_valid = torch.sigmoid(lse * (tau_min / tau))  # m = -tau_min * lse, sil = sigmoid(-m / tau)
-        sil = torch.zeros(B * R, dtype=z.dtype, device=z.device)
-        sil[ray_index] = sil_valid
-        ctx.save_for_backward(points, ray_b, ray_index, s, lse, sil_valid, z, W0, b0, W1, b1, W2, b2, W3, b3, W4, b4)
-        ctx.kernels, ctx.cfg = kernels, cfg
-        return sil.view(B, R)
-
-    @staticmethod
-    def backward(ctx, grad_sil):
-        points, ray_b, ray_index, s, lse, sil_v, z, W0, b0, W1, b1, W2, b2, W3, b3, W4, b4 = ctx.saved_tensors
-        cfg, kernels = ctx.cfg, ctx.kernels
-        S, tau, tau_min, eps = cfg["S"], cfg["tau"], cfg["tau_min"], cfg["grad_eps"]
-        activation, beta = cfg["activation"], cfg["beta"]
-        grads = [None] * 18  # one per forward input
-        if not any(ctx.needs_input_grad[7:]):
-            return tuple(grads)
-        B, L = z.shape
-        H = W1.shape[0]
-        dm = -(1.0 / tau) * sil_v * (1 - sil_v) * grad_sil.reshape(-1)[ray_index]  # [Nv]
-        w = torch.exp(-s / tau_min - lse[:, None])  # soft-min weights [Nv, S]
-        ds = dm[:, None] * w
-
-        def largest(t):
-            return t.abs().max() if t.numel() else t.new_zeros(())
-
-        if eps > 0:
-            keep = (w >= eps) & (dm.abs() >= eps * largest(dm))[:, None]
-        else:  # exact: drop only what is 2^-80 below the largest term, which float32 would carry as denormals
-            keep = ds.abs() > largest(ds) * 2.0**-80  # (denormals made this backward 40x slower: 66 s vs 1.6 s)
-        idx = keep.view(-1).nonzero().squeeze(1)
-        g_all = ds.view(-1)[idx]
-        sample_b = ray_b.repeat_interleave(S)[idx]
-        kept_points = points[idx]
-        c0_shape, c2_shape, weights = _latent_share(z, W0, b0, W1, b1, W2, b2, W3, b3, W4, b4)
-        n = idx.shape[0]
-        STATS["backward_points"] = n
-        chunk = kernels.chunk or max(n, 1)
-        dc0 = torch.zeros(B, H, dtype=z.dtype, device=z.device)
-        dc2 = torch.zeros_like(dc0)
-        acc = None
-        for start in _padded_chunks(n, chunk):
-            bidx = _take(sample_b, start, chunk)
-            out = kernels.backward(_take(kept_points, start, chunk), c0_shape[bidx], c2_shape[bidx],
-                                   _take(g_all, start, chunk), *weights, activation, beta)
-            d0, d2, rest = out[0], out[4], (out[1], *out[2:4], *out[5:])
-            dc0.index_add_(0, bidx, d0)  # padded rows have g = 0, hence d0 = d2 = 0
-            dc2.index_add_(0, bidx, d2)
-            acc = list(rest) if acc is None else [a + r for a, r in zip(acc, rest)]
-        dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4 = acc
-        if ctx.needs_input_grad[7]:
-            grads[7] = dc0 @ W0[:, :L] + dc2 @ W2[:, H : H + L]
-        grads[8] = torch.cat([dc0.t() @ z, dW0p], dim=1)
-        grads[9] = dc0.sum(0)
-        grads[10], grads[11] = dW1, db1
-        grads[12] = torch.cat([dW2h, dc2.t() @ z, dW2p], dim=1)
-        grads[13] = dc2.sum(0)
-        grads[14], grads[15] = dW3, db3
-        grads[16], grads[17] = dW4[None, :], db4.reshape(1)
-        return tuple(grads)
+def sample_points_at(origins, directions, near, far, k, num_samples: int) -> torch.Tensor:
+    """``p = o + t d`` with ``t = near + k (far - near) / S`` for per-sample offsets ``k`` (``index + 0.5`` plus
+    any jitter), broadcasting: forward and backward compute their points with these same operations, so a sample
+    recomputed in backward sits exactly where forward evaluated it."""
+    t = near + k * ((far - near) / num_samples)
+    return origins + t[..., None] * directions
 
 
-def render_fused(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter,
-                 kernels: Kernels = EAGER):
-    """Soft silhouettes [B, R] of an SDFDecoder through :class:`FusedRender` (arguments checked by render)."""
+def _tail(jitter, rows):
+    return None if jitter is None else jitter.reshape(-1)[rows]
+
+
+@torch.no_grad()
+def fused_forward(kernels: Kernels, z, origins, directions, near, far, valid, jitter, weights, num_samples: int,
+                  tau: float, tau_min: float, activation: str, beta: float):
+    """Soft silhouettes of an SDFDecoder given as its ``weights`` (:func:`decoder_weights`), without autograd.
+
+    Args:
+        kernels: the chunk kernels to run (eager, compiled...).
+        z [B, L]; origins, directions [B, R, 3]; near, far, valid [B, R]; jitter [B, R] or None: as in ``render``.
+
+    Returns:
+        ``(sil [B, R], sdf [B, R, S], lse [B, R])``: silhouettes, every sample's SDF and each ray's
+        ``logsumexp_k(-s_k / tau_min)``; sdf and lse are 0 on invalid rays. What :func:`fused_backward` needs.
+    """
     B, R, _ = origins.shape
-    flat_valid = valid.reshape(-1)
-    ray_index = flat_valid.nonzero().squeeze(1)  # sorted, so the samples of one shape are contiguous
+    S = num_samples
+    ray_index = valid.reshape(-1).nonzero().squeeze(1)  # sorted, so the samples of one shape are contiguous
     ray_b = torch.div(ray_index, R, rounding_mode="floor")
-    with torch.no_grad():
-        o, d = origins.reshape(-1, 3)[ray_index], directions.reshape(-1, 3)[ray_index]
-        jit = None if jitter is None else jitter.reshape(-1)[ray_index]
-        points = sample_points(o, d, near.reshape(-1)[ray_index], far.reshape(-1)[ray_index], num_samples, jit)
-        points = points.reshape(-1, 3).contiguous()
-    cfg = dict(S=num_samples, tau=tau, tau_min=tau_min, grad_eps=grad_eps, activation=decoder.activation,
-               beta=decoder.softplus_beta)
-    return FusedRender.apply(kernels, cfg, points, ray_b, ray_index, B, R, z, *decoder_weights(decoder))
+    k = torch.arange(S, dtype=near.dtype, device=near.device) + 0.5
+    jit = _tail(jitter, ray_index)
+    k = k if jit is None else k + jit[:, None]
+    points = sample_points_at(origins.reshape(-1, 3)[ray_index][:, None], directions.reshape(-1, 3)[ray_index][:, None],
+                              near.reshape(-1)[ray_index][:, None], far.reshape(-1)[ray_index][:, None], k, S)
+    points = points.reshape(-1, 3).contiguous()
+    c0_shape, c2_shape, kernel_weights = _latent_share(z, *weights)
+    n = points.shape[0]
+    STATS.update(forward_points=n, refined_points=0, screened_points=0, screen_error=0.0)
+    sample_b = ray_b.repeat_interleave(S)
+    cfg = dict(S=S, tau=tau, tau_min=tau_min, activation=activation, beta=beta)
+    s = None
+    if kernels.screen is not None and z.dtype == torch.float32 and n >= kernels.screen_chunk:
+        s = _screened_sdf(kernels, cfg, points, sample_b, c0_shape, c2_shape, kernel_weights)
+    if s is None:
+        s = _evaluate(kernels.forward, kernels.chunk, points, sample_b, (c0_shape, c2_shape, *kernel_weights),
+                      activation, beta, z.dtype).view(-1, S)
+    lse_valid = torch.logsumexp(-s / tau_min, dim=-1)
+    sdf = z.new_zeros(B * R, S)
+    sdf[ray_index] = s
+    lse = z.new_zeros(B * R)
+    lse[ray_index] = lse_valid
+    sil = z.new_zeros(B * R)
+    sil[ray_index] = torch.sigmoid(lse_valid * (tau_min / tau))  # m = -tau_min * lse, sil = sigmoid(-m / tau)
+    return sil.view(B, R), sdf.view(B, R, S), lse.view(B, R)
+
+
+@torch.no_grad()
+def fused_backward(kernels: Kernels, grad_sil, sil, sdf, lse, z, origins, directions, near, far, valid, jitter,
+                   weights, num_samples: int, tau: float, tau_min: float, grad_eps: float, activation: str,
+                   beta: float) -> list:
+    """Gradients ``[dz, dW0, db0, ..., dW4, db4]`` of the loss whose gradient w.r.t. the silhouettes of
+    :func:`fused_forward` is ``grad_sil`` [B, R] (arguments and outputs of that forward; see the module docstring
+    for what is kept and recomputed)."""
+    W0, b0, W1, b1, W2, b2, W3, b3, W4, b4 = weights
+    B, R, _ = origins.shape
+    S = num_samples
+    L, H = z.shape[1], W1.shape[0]
+    ray_index = valid.reshape(-1).nonzero().squeeze(1)
+    sil_v = sil.reshape(-1)[ray_index]
+    dm = -(1.0 / tau) * sil_v * (1 - sil_v) * grad_sil.reshape(-1)[ray_index]  # [Nv]
+    w = torch.exp(-sdf.reshape(-1, S)[ray_index] / tau_min - lse.reshape(-1)[ray_index][:, None])  # weights [Nv, S]
+    ds = dm[:, None] * w
+
+    def largest(t):
+        return t.abs().max() if t.numel() else t.new_zeros(())
+
+    if grad_eps > 0:
+        keep = (w >= grad_eps) & (dm.abs() >= grad_eps * largest(dm))[:, None]
+    else:  # exact: drop only what is 2^-80 below the largest term, which float32 would carry as denormals
+        keep = ds.abs() > largest(ds) * 2.0**-80  # (denormals made this backward 40x slower: 66 s vs 1.6 s)
+    idx = keep.view(-1).nonzero().squeeze(1)
+    g_all = ds.view(-1)[idx]
+    rays = ray_index[torch.div(idx, S, rounding_mode="floor")]  # the kept samples' rays, in B * R
+    k = (idx % S).to(near.dtype) + 0.5
+    jit = _tail(jitter, rays)
+    k = k if jit is None else k + jit
+    kept_points = sample_points_at(origins.reshape(-1, 3)[rays], directions.reshape(-1, 3)[rays],
+                                   near.reshape(-1)[rays], far.reshape(-1)[rays], k, S).contiguous()
+    sample_b = torch.div(rays, R, rounding_mode="floor")
+    c0_shape, c2_shape, kernel_weights = _latent_share(z, *weights)
+    n = idx.shape[0]
+    STATS["backward_points"] = n
+    chunk = kernels.chunk or max(n, 1)
+    dc0 = torch.zeros(B, H, dtype=z.dtype, device=z.device)
+    dc2 = torch.zeros_like(dc0)
+    acc = None
+    for start in _padded_chunks(n, chunk):
+        bidx = _take(sample_b, start, chunk)
+        out = kernels.backward(_take(kept_points, start, chunk), c0_shape[bidx], c2_shape[bidx],
+                               _take(g_all, start, chunk), *kernel_weights, activation, beta)
+        d0, d2, rest = out[0], out[4], (out[1], *out[2:4], *out[5:])
+        dc0.index_add_(0, bidx, d0)  # padded rows have g = 0, hence d0 = d2 = 0
+        dc2.index_add_(0, bidx, d2)
+        acc = list(rest) if acc is None else [a + r for a, r in zip(acc, rest)]
+    dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4 = acc
+    dz = dc0 @ W0[:, :L] + dc2 @ W2[:, H : H + L]
+    return [dz, torch.cat([dc0.t() @ z, dW0p], dim=1), dc0.sum(0), dW1, db1,
+            torch.cat([dW2h, dc2.t() @ z, dW2p], dim=1), dc2.sum(0), dW3, db3, dW4[None, :], db4.reshape(1)]
 
 
 def render_callable_chunked(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, jitter,

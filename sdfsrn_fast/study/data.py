@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cameras import camera_frame, orbit_rays
+from ..cameras import camera_frame, orbit_rays
 
 __all__ = ["FAMILIES", "ShapeDataset", "make_dataset", "load_dataset"]
 

@@ -1,0 +1,119 @@
+"""A training run's settings: :class:`Config`, the presets, and the checks that make bad settings one clear line."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+__all__ = ["Config", "PRESETS", "RESUME_FIELDS", "TrainError", "preset_config", "check_config", "resolve_device"]
+
+
+@dataclass
+class Config:
+    """Everything a run depends on. Presets fill it; command-line flags override single fields."""
+
+    preset: str = "quick"
+    out: str = "runs/quick"
+    dataset: Optional[str] = None  # a .npz written by ShapeDataset.save; None: make it in code
+    num_shapes: int = 50
+    data_seed: int = 0
+    seed: int = 0
+    epochs: int = 300
+    batch_size: int = 10
+    rays: int = 32  # training rays per image side
+    rays_per_step: int = 0  # rays drawn at random from each rays x rays image per step; 0: all of them
+    samples: int = 32
+    eval_samples: int = 64
+    hidden: int = 128
+    latent: int = 128
+    activation: str = "relu"
+    softplus_beta: float = 100.0
+    lr: float = 5e-4
+    lr_decay: float = 0.1  # final learning rate = lr * lr_decay (cosine)
+    tau_start: float = 0.05
+    tau_end: float = 0.01
+    tau_min_ratio: float = 0.5  # tau_min = tau * tau_min_ratio
+    grad_eps: float = 1e-4
+    jitter: bool = True  # random per-ray sample offsets, so that training sees between the samples
+    eikonal_weight: float = 0.01
+    eikonal_points: int = 512  # random points per shape for the eikonal and symmetry terms
+    # Priors on the unseen depth (see docs/results.md): each shape mirror-symmetric about the plane through
+    # the origin that faces its training camera (exact for spheres, the view-aligned guess for ellipsoids), and
+    # point-symmetric about the origin (exact for all three built-in families).
+    mirror_weight: float = 0.0
+    central_weight: float = 0.0
+    fit_sphere_steps: int = 200
+    init_radius: float = 0.45
+    backend: str = "auto"
+    encoder: Optional[str] = None  # "package.module:Class", called as Class(latent_dim=latent)
+    eval_every: int = 50
+    device: str = "auto"
+    figures: bool = True
+
+
+PRESETS = {
+    # Finishes in minutes on a 2-core laptop CPU (measured: see the README).
+    "quick": dict(epochs=300, rays=64, rays_per_step=1024, samples=32, hidden=128, eval_samples=64, eval_every=100,
+                  mirror_weight=1.0, central_weight=1.0),
+    # The original study: 50 shapes, 64x64, 64 samples per ray, hidden 256, latent 128, 300 epochs.
+    "study": dict(epochs=300, rays=64, samples=64, hidden=256, eval_samples=64, eval_every=50),
+}
+# Fields that must match to resume a run from its checkpoint.
+RESUME_FIELDS = ("num_shapes", "data_seed", "dataset", "seed", "batch_size", "rays", "rays_per_step", "samples",
+                 "hidden", "latent", "activation", "softplus_beta", "encoder", "lr", "tau_start", "tau_end",
+                 "tau_min_ratio", "eikonal_weight", "eikonal_points", "mirror_weight", "central_weight", "jitter",
+                 "grad_eps")
+
+
+class TrainError(RuntimeError):
+    """A problem with the run's inputs, reported as one line by the command-line tools."""
+
+
+def preset_config(name: str, **overrides) -> Config:
+    if name not in PRESETS:
+        raise TrainError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    cfg = Config(preset=name, out=f"runs/{name}", **PRESETS[name])
+    unknown = [k for k in overrides if k not in {f.name for f in dataclasses.fields(Config)}]
+    if unknown:
+        raise TrainError(f"unknown setting(s) {unknown}")
+    return dataclasses.replace(cfg, **overrides)
+
+
+def check_config(cfg: Config) -> None:
+    from .. import available_backends
+
+    if cfg.backend != "auto" and cfg.backend not in available_backends():
+        raise TrainError(f"unknown or unavailable backend {cfg.backend!r}; available: {available_backends()}")
+    for name in ("rays_per_step", "eikonal_weight", "mirror_weight", "central_weight"):
+        if not getattr(cfg, name) >= 0:
+            raise TrainError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    for name in ("epochs", "batch_size", "rays", "samples", "eval_samples", "hidden", "latent", "num_shapes"):
+        if getattr(cfg, name) < 1:
+            raise TrainError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("lr", "tau_start", "tau_end", "tau_min_ratio"):
+        if not getattr(cfg, name) > 0:
+            raise TrainError(f"{name} must be > 0, got {getattr(cfg, name)}")
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``"auto"`` (CUDA, else MPS, else CPU) or a device name checked to exist here; a TrainError otherwise."""
+    if name != "auto":
+        try:
+            device = torch.device(name)
+        except RuntimeError as err:
+            raise TrainError(f"unknown device {name!r}: {err}") from None
+        mps = getattr(torch.backends, "mps", None)
+        if (device.type == "cuda" and not torch.cuda.is_available()) or (
+                device.type == "mps" and not (mps is not None and mps.is_available())):
+            raise TrainError(f"device {name!r} is not available here; use --device cpu (or auto)")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise TrainError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

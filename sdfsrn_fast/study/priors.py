@@ -1,0 +1,37 @@
+"""Regularisers of the study's training, on random points in the unit ball: the eikonal term (|grad f| = 1) and
+the symmetry priors on the unseen depth (mirror across the plane facing the training camera; point symmetry)."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["ball_points", "eikonal", "view_mirrors", "symmetry_losses"]
+
+
+def ball_points(batch: int, num_points: int, g: torch.Generator, device) -> torch.Tensor:
+    """[batch, num_points, 3] points uniform in the unit ball."""
+    p = torch.randn(batch, num_points, 3, generator=g)
+    return (p / p.norm(dim=-1, keepdim=True) * torch.rand(batch, num_points, 1, generator=g) ** (1 / 3)).to(device)
+
+
+def eikonal(decoder, z, num_points: int, g: torch.Generator, device) -> torch.Tensor:
+    """Mean of (|grad_p f(z, p)| - 1)^2 over random points of the unit ball."""
+    p = ball_points(z.shape[0], num_points, g, device).requires_grad_(True)
+    (grad,) = torch.autograd.grad(decoder(z, p).sum(), p, create_graph=True)
+    return ((grad.norm(dim=-1) - 1) ** 2).mean()
+
+
+def view_mirrors(view_dirs: torch.Tensor) -> torch.Tensor:
+    """[B, 3, 3] reflections across the planes through the origin normal to ``view_dirs`` [B, 3]."""
+    n = torch.nn.functional.normalize(view_dirs, dim=-1)
+    return torch.eye(3, dtype=n.dtype, device=n.device) - 2 * n[:, :, None] * n[:, None, :]
+
+
+def symmetry_losses(decoder, z, points: torch.Tensor, maps) -> list:
+    """For each linear map in ``maps`` ([B, 3, 3] per shape, or [3, 3] for all), the mean squared difference of
+    the SDF at ``points`` [B, P, 3] and at their images: zero for shapes that the map leaves unchanged. With
+    :func:`view_mirrors` of the training cameras: the back of a shape mirrors its front; with ``-I``: the shape is
+    point-symmetric about the origin. One decoder call evaluates the points and all their images."""
+    images = [points @ m.transpose(-1, -2) for m in maps]
+    sdf = decoder(z, torch.cat([points, *images], dim=1)).split(points.shape[1], dim=1)
+    return [(sdf[0] - other).pow(2).mean() for other in sdf[1:]]

@@ -1,0 +1,415 @@
+"""Training driver: learns encoder + decoder from one silhouette per shape and evaluates on novel views.
+
+``sdfsrn-train --preset quick`` (or ``python -m sdfsrn_fast.study.train``) trains on the built-in synthetic shapes
+with silhouette supervision only; ``--preset study`` is the original study's configuration. Every setting can be
+overridden on the command line (``--help`` lists them) and the resolved configuration is saved with the run.
+Runs under ``torchrun --nproc_per_node=N`` with shapes sharded across ranks (gloo on CPU, nccl on CUDA).
+Python API: :func:`train` takes a :class:`Config` and optionally your own encoder module.
+
+A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch), ``checkpoint.pt`` (written
+atomically after every epoch; ``--resume RUN_DIR`` continues exactly) and, at the end, ``summary.json`` and the
+figures (see :mod:`sdfsrn_fast.study.figures`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .. import render
+from ..cameras import camera_frame
+from ..models import SDFDecoder
+from .config import RESUME_FIELDS, Config, PRESETS, TrainError, check_config, preset_config, resolve_device
+from .data import FAMILIES, ShapeDataset
+from .priors import ball_points, eikonal, symmetry_losses, view_mirrors
+from .runs import build_encoder, check_encoder, load_data, read_checkpoint, save_atomic
+from .views import camera_rays, evaluate_novel_views
+
+__all__ = ["Config", "PRESETS", "TrainError", "TrainResult", "train", "preset_config", "tau_at", "lr_at", "main"]
+
+
+def tau_at(cfg: Config, epoch: int) -> float:
+    """Geometric annealing from tau_start (epoch 0) to tau_end (last epoch)."""
+    frac = epoch / max(cfg.epochs - 1, 1)
+    return cfg.tau_start * (cfg.tau_end / cfg.tau_start) ** frac
+
+
+def lr_at(cfg: Config, epoch: int) -> float:
+    frac = epoch / max(cfg.epochs - 1, 1)
+    return cfg.lr * (cfg.lr_decay + (1 - cfg.lr_decay) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+# ----------------------------------------------------------------------------------------------- setup
+
+
+def _dist_setup():
+    """(rank, world, local_rank) from torchrun's environment; initialises the process group if world > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world, local_rank
+
+
+def training_targets(ds: ShapeDataset, resolution: int) -> torch.Tensor:
+    """Each shape's training silhouette at ``resolution`` x ``resolution``, flattened: [N, resolution**2]."""
+    if resolution == ds.resolution:
+        return ds.silhouettes.reshape(len(ds), -1)
+    return torch.stack([ds.exact_silhouettes(i, ds.azimuth[i], ds.elevation[i], resolution)[0]
+                        for i in range(len(ds))]).reshape(len(ds), -1)
+
+
+@dataclass
+class _Run:
+    """A run in progress: settings, data on the device, the modules and the optimizer, and what was done so far."""
+
+    cfg: Config
+    out: Path
+    rank: int
+    world: int
+    device: torch.device
+    ds: ShapeDataset
+    images: torch.Tensor
+    rays: tuple  # (origins, directions, near, far, valid) of every shape's training view
+    targets: torch.Tensor
+    mirrors: torch.Tensor  # [N, 3, 3] reflections across the planes facing the training cameras
+    encoder: torch.nn.Module
+    decoder: SDFDecoder
+    params: list
+    opt: torch.optim.Optimizer
+    start_epoch: int = 0
+    history: list = dataclasses.field(default_factory=list)
+
+
+def _setup(cfg: Config, encoder, resume: bool, overwrite: bool) -> _Run:
+    """Checks the settings, builds data, modules and optimizer, and resumes or starts the run directory."""
+    check_config(cfg)
+    rank, world, local_rank = _dist_setup()
+    device = resolve_device(cfg.device, local_rank)
+    out = Path(cfg.out)
+    if not resume and not overwrite and (out / "checkpoint.pt").exists():
+        raise TrainError(f"{out} already holds a run; continue it with --resume {out}, or start it over with "
+                         "--overwrite (or choose another --out)")
+    ds = load_data(cfg)
+    if len(ds) < world:
+        raise TrainError(f"{len(ds)} shapes cannot be sharded over {world} processes")
+    torch.manual_seed(cfg.seed)
+    encoder = build_encoder(cfg, encoder).to(device)
+    images = ds.images.to(device)
+    check_encoder(encoder, images, cfg.latent)
+    decoder = SDFDecoder(cfg.latent, cfg.hidden, cfg.activation, cfg.softplus_beta, geometric_init=True,
+                         init_radius=cfg.init_radius).to(device)
+    params = list(encoder.parameters()) + list(decoder.parameters())
+    run = _Run(cfg, out, rank, world, device, ds, images, camera_rays(ds, ds.azimuth, ds.elevation, cfg.rays, device),
+               training_targets(ds, cfg.rays).to(device),
+               view_mirrors(camera_frame(ds.azimuth, ds.elevation, ds.distance)[0]).to(device),
+               encoder, decoder, params, torch.optim.Adam(params, lr=cfg.lr))
+    if resume:
+        _resume(run)
+    else:
+        if cfg.fit_sphere_steps > 0:
+            decoder.fit_sphere(radius=cfg.init_radius, steps=cfg.fit_sphere_steps, seed=cfg.seed)
+            run.opt = torch.optim.Adam(params, lr=cfg.lr)  # fresh moments after the fit
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+            (out / "metrics.jsonl").write_text("")
+    if world > 1:  # identical start on every rank
+        import torch.distributed as dist
+
+        for p in params:
+            dist.broadcast(p.data, 0)
+    return run
+
+
+def _resume(run: _Run) -> None:
+    cfg, out = run.cfg, run.out
+    ckpt = read_checkpoint(out, run.device)
+    saved_cfg = Config(**ckpt["config"])
+    diff = [k for k in RESUME_FIELDS if getattr(saved_cfg, k) != getattr(cfg, k)]
+    if diff:
+        raise TrainError(f"cannot resume {out}: its config differs in {', '.join(diff)} "
+                         f"({', '.join(f'{k}={getattr(saved_cfg, k)!r}' for k in diff)})")
+    try:
+        run.encoder.load_state_dict(ckpt["encoder"])
+    except RuntimeError:
+        raise TrainError(f"cannot resume {out}: its encoder's weights do not fit {type(run.encoder).__name__}") from None
+    run.decoder.load_state_dict(ckpt["decoder"])
+    run.opt.load_state_dict(ckpt["optimizer"])
+    if ckpt["epoch"] >= cfg.epochs:
+        raise TrainError(f"{out} already finished {ckpt['epoch']} epochs; pass --epochs N with N larger to go on")
+    if run.rank == 0:
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+        # metrics.jsonl may hold epochs after the checkpoint (interrupted between the two writes): keep it in step
+        (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ckpt["history"]))
+    run.start_epoch, run.history = ckpt["epoch"], list(ckpt["history"])
+
+
+# ------------------------------------------------------------------------------------------- one epoch
+
+
+def _allreduce_grads(params, world: int) -> None:
+    import torch.distributed as dist
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n
+
+
+def _batches(cfg: Config, n: int, epoch: int, rank: int, world: int):
+    """This rank's index batches for an epoch: one permutation from (seed, epoch) shared by every rank; each
+    global batch of batch_size shapes is split across ranks (wrapping around so that every rank takes as
+    many steps)."""
+    g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    per_rank = max(cfg.batch_size // world, 1)
+    global_batch = per_rank * world
+    steps = math.ceil(n / global_batch)
+    if world > 1:
+        perm = perm.repeat(math.ceil(steps * global_batch / n))[: steps * global_batch]
+    out = []
+    for k in range(steps):
+        chunk = perm[k * global_batch : (k + 1) * global_batch]
+        out.append(chunk[rank * per_rank : (rank + 1) * per_rank])  # world 1: the whole chunk
+    return out, g
+
+
+def _step_rays(cfg: Config, rays, targets, idx, g: torch.Generator):
+    """The rays (origins, directions, near, far, valid) and targets of shapes ``idx`` for one step: all of each
+    image's rays, or ``cfg.rays_per_step`` of them drawn at random (fine pixels at the cost of coarse ones)."""
+    rays, target = [t[idx] for t in rays], targets[idx]
+    R = target.shape[1]
+    if cfg.rays_per_step <= 0 or cfg.rays_per_step >= R:
+        return rays, target
+    pick = torch.rand(len(idx), R, generator=g).argsort(dim=1)[:, : cfg.rays_per_step].to(target.device)
+    take = lambda t: t.gather(1, pick if t.dim() == 2 else pick[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
+    return [take(t) for t in rays], take(target)
+
+
+def _step(run: _Run, idx: torch.Tensor, g: torch.Generator, epoch: int, tau: float) -> list:
+    """One optimisation step on shapes ``idx``; returns the loss terms [mse, eikonal, mirror, central]."""
+    cfg, device, decoder = run.cfg, run.device, run.decoder
+    idx_d = idx.to(device)
+    z = run.encoder(run.images[idx_d])
+    batch_rays, target = _step_rays(cfg, run.rays, run.targets, idx_d, g)
+    jitter = (torch.rand(target.shape, generator=g) - 0.5).to(device) if cfg.jitter else None
+    sil = render(decoder, z, *batch_rays, num_samples=cfg.samples, tau=tau, tau_min=tau * cfg.tau_min_ratio,
+                 grad_eps=cfg.grad_eps, jitter=jitter, backend=cfg.backend)
+    mse = ((sil - target) ** 2).mean()
+    loss = mse
+    eik, mirror, central = (torch.zeros((), device=device) for _ in range(3))
+    if cfg.eikonal_weight > 0:
+        eik = eikonal(decoder, z, cfg.eikonal_points, g, device)
+        loss = loss + cfg.eikonal_weight * eik
+    if cfg.mirror_weight > 0 or cfg.central_weight > 0:
+        points = ball_points(len(idx), cfg.eikonal_points, g, device)
+        mirror, central = symmetry_losses(decoder, z, points, [run.mirrors[idx_d], -torch.eye(3, device=device)])
+        loss = loss + cfg.mirror_weight * mirror + cfg.central_weight * central
+    if not torch.isfinite(loss):
+        raise TrainError(f"loss became {loss.item()} at epoch {epoch}")
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.world > 1:
+        _allreduce_grads(run.params, run.world)
+    run.opt.step()
+    return [mse.item(), eik.item(), mirror.item(), central.item()]
+
+
+def _train_epoch(run: _Run, epoch: int) -> dict:
+    """Every step of one epoch; returns the epoch's metrics row (mean loss terms over all ranks' shapes)."""
+    cfg = run.cfg
+    tau = tau_at(cfg, epoch)
+    for group in run.opt.param_groups:
+        group["lr"] = lr_at(cfg, epoch)
+    batches, g = _batches(cfg, len(run.ds), epoch, run.rank, run.world)
+    loss_sum, count = torch.zeros(4, dtype=torch.float64), 0
+    for idx in batches:
+        loss_sum += torch.tensor(_step(run, idx, g, epoch, tau), dtype=torch.float64) * len(idx)
+        count += len(idx)
+    stats = torch.cat([loss_sum, torch.tensor([float(count)], dtype=torch.float64)])
+    if run.world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(stats)
+    mean = (stats[:4] / stats[4]).tolist()
+    return {"epoch": epoch + 1, "train_mse": mean[0], "eikonal": mean[1], "mirror": mean[2], "central": mean[3],
+            "tau": tau, "lr": lr_at(cfg, epoch), "epoch_time": None}
+
+
+# -------------------------------------------------------------------------- evaluation and checkpoints
+
+
+def _evaluation_due(cfg: Config, epoch: int) -> bool:
+    """The last epoch always, and every ``eval_every`` epochs."""
+    return epoch + 1 == cfg.epochs or (cfg.eval_every > 0 and (epoch + 1) % cfg.eval_every == 0)
+
+
+def _save(run: _Run, row: dict) -> None:
+    """Appends the epoch's row to metrics.jsonl and writes the checkpoint (rank 0)."""
+    run.history.append(row)
+    if run.rank != 0:
+        return
+    with open(run.out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    save_atomic({"config": dataclasses.asdict(run.cfg), "epoch": row["epoch"], "encoder": run.encoder.state_dict(),
+                 "decoder": run.decoder.state_dict(), "optimizer": run.opt.state_dict(), "history": run.history},
+                run.out / "checkpoint.pt")
+
+
+def _finish(run: _Run, wall_time: float) -> dict:
+    """summary.json, the figures and the closing line (rank 0); returns the summary."""
+    cfg, out = run.cfg, run.out
+    summary = dict(run.history[-1]) if run.history else {}
+    summary["wall_time_s"] = wall_time
+    summary["epochs"] = cfg.epochs
+    if run.rank == 0:
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        if cfg.figures:
+            from .figures import make_figures
+
+            make_figures(out, run.encoder, run.decoder, run.ds, cfg, run.device, run.history)
+        print(f"done: {cfg.epochs} epochs in {wall_time / 60:.1f} min; train MSE "
+              f"{summary.get('train_mse', float('nan')):.4f}; novel-view IoU {summary.get('novel_iou', float('nan')):.3f} "
+              + " ".join(f"{f} {summary[f'novel_iou_{f}']:.3f}" for f in FAMILIES if f"novel_iou_{f}" in summary)
+              + f"; run in {out}")
+    return summary
+
+
+def _progress_bar(run: _Run, progress: bool):
+    if not progress or run.rank != 0:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=run.cfg.epochs, initial=run.start_epoch, desc="train", unit="epoch", dynamic_ncols=True)
+
+
+@dataclass
+class TrainResult:
+    summary: dict  # the last epoch's metrics, wall time (also in summary.json)
+    encoder: torch.nn.Module
+    decoder: SDFDecoder
+
+
+def train(config: Config, encoder: Optional[torch.nn.Module] = None, resume: bool = False,
+          progress: bool = True, overwrite: bool = False) -> TrainResult:
+    """Trains encoder + decoder; returns the summary (also written to ``summary.json``) and the trained modules.
+
+    Args:
+        config: the run's settings.
+        encoder: optional module mapping images [B, 3, 64, 64] to latents [B, config.latent]; replaces the
+            default CNN (and ``config.encoder``). The decoder and renderer are unchanged.
+        resume: continue the run in ``config.out`` from its checkpoint.
+        progress: show a progress bar (rank 0).
+        overwrite: start afresh even where ``config.out`` holds a run; without it, that is an error (so that a
+            forgotten ``--resume`` never replaces a run's checkpoint).
+    """
+    run = _setup(config, encoder, resume, overwrite)
+    cfg = run.cfg
+    bar = _progress_bar(run, progress)
+    t_start = time.time()
+    try:
+        for epoch in range(run.start_epoch, cfg.epochs):
+            t0 = time.time()
+            row = _train_epoch(run, epoch)
+            if run.rank == 0 and _evaluation_due(cfg, epoch):
+                row.update(evaluate_novel_views(run.encoder, run.decoder, run.ds, cfg, run.device))
+            row["epoch_time"] = time.time() - t0
+            _save(run, row)
+            if bar is not None:
+                post = {"mse": f"{row['train_mse']:.4f}", "tau": f"{row['tau']:.3f}"}
+                if "novel_iou" in row:
+                    post["novel IoU"] = f"{row['novel_iou']:.3f}"
+                bar.set_postfix(post)
+                bar.update(1)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        if run.rank == 0:
+            done = run.history[-1]["epoch"] if run.history else run.start_epoch
+            print(f"interrupted after epoch {done}; the checkpoint holds it: resume with "
+                  f"sdfsrn-train --resume {run.out}", file=sys.stderr)
+        raise
+    if bar is not None:
+        bar.close()
+    return TrainResult(_finish(run, time.time() - t_start), run.encoder, run.decoder)
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sdfsrn-train", description="Train SDF-SRN on the built-in synthetic shapes "
+                                "from one silhouette per shape; evaluate on 6 novel views.")
+    p.add_argument("--preset", default=None, help=f"one of {sorted(PRESETS)} (default quick)")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in --out even if it holds a run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for f in dataclasses.fields(Config):
+        if f.name == "preset":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, default=None, type=lambda s: s.lower() in ("1", "true", "yes", "on"),
+                           metavar="BOOL")
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            p.add_argument(flag, default=None, type=kind, metavar=f.name.upper())
+    return p
+
+
+def config_from_args(args) -> tuple[Config, bool]:
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+                 if f.name != "preset" and getattr(args, f.name, None) is not None}
+    if args.resume:
+        cfg_path = Path(args.resume) / "config.json"
+        if not cfg_path.is_file():
+            raise TrainError(f"cannot resume: {cfg_path} not found")
+        saved = json.loads(cfg_path.read_text())
+        if args.preset and args.preset != saved.get("preset"):
+            raise TrainError(f"cannot resume {args.resume}: it was trained with preset {saved.get('preset')!r}, "
+                             f"not {args.preset!r}")
+        known = {f.name for f in dataclasses.fields(Config)}
+        cfg = Config(**{k: v for k, v in saved.items() if k in known})
+        return dataclasses.replace(cfg, out=args.resume, **{k: v for k, v in overrides.items() if k != "out"}), True
+    return preset_config(args.preset or "quick", **overrides), False
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg, resume = config_from_args(args)
+        train(cfg, resume=resume, progress=not args.no_progress, overwrite=args.overwrite)
+    except TrainError as err:
+        print(f"sdfsrn-train: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
