@@ -119,6 +119,55 @@ def make_step(backend: str, case: dict, mode: str):
     return forward if mode == "forward" else forward_backward
 
 
+TRAIN_STEP_MODES = ("eager", "torch.compile")
+
+
+def make_train_step(case: dict, mode: str, backend: str = "compiled"):
+    """A no-argument callable running one training step of a user's model: the study's CNN encoder on 64x64
+    images, ``render`` and a silhouette loss, backward, as eager code or with the loss function under
+    ``torch.compile`` (default mode; the temperatures passed as 0-d tensors, as an annealing loop would)."""
+    from . import Encoder, render
+
+    dec, rays, target, s = case["decoder"], case["rays"], case["target"], case["shape"]
+    torch.manual_seed(1)
+    encoder = Encoder(latent_dim=s.latent, resolution=64).to(case["device"])
+    images = torch.rand(s.batch, 3, 64, 64, device=case["device"])
+    tau, tau_min = torch.tensor(0.01), torch.tensor(0.005)
+    sync = torch.cuda.synchronize if case["device"].type == "cuda" else (lambda: None)
+
+    def loss_fn(images, tau, tau_min):
+        z = encoder(images)
+        sil = render(dec, z, *rays, num_samples=s.samples, tau=tau, tau_min=tau_min, backend=backend)
+        return ((sil - target) ** 2).mean()
+
+    fn = torch.compile(loss_fn) if mode == "torch.compile" else loss_fn
+
+    def step():
+        encoder.zero_grad(set_to_none=True)
+        dec.zero_grad(set_to_none=True)
+        fn(images, tau, tau_min).backward()
+        sync()
+
+    return step
+
+
+def measure_train_steps(shape: str = "study", rounds: int = 5) -> list[dict]:
+    """Eager and ``torch.compile``-d training steps (:func:`make_train_step`) in this process, timed in alternation
+    after one warm-up call each (which compiles); median seconds per step."""
+    case = make_case(shape)
+    steps = {mode: make_train_step(case, mode) for mode in TRAIN_STEP_MODES}
+    times = {mode: [] for mode in TRAIN_STEP_MODES}
+    for step in steps.values():
+        step()
+    for _ in range(rounds):
+        for mode, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[mode].append(time.perf_counter() - t0)
+    return [dict(mode=mode, shape=shape, times=t, time=statistics.median(t), device=str(case["device"]),
+                 threads=torch.get_num_threads()) for mode, t in times.items()]
+
+
 def evaluated_points(backend: str, case: dict, mode: str) -> tuple[int, int, int]:
     """(forward, backward, refined) samples at which the decoder ran in the last call of ``backend``; refined:
     recomputed in float32 after the forward's bfloat16 screen (0 without a screen)."""
@@ -309,6 +358,9 @@ def main(argv=None) -> None:
                    help="instead: time the compiled backend's no-grad forward at the study shape per chunk size")
     p.add_argument("--grad-eps", nargs="*", type=float, default=None, metavar="EPS",
                    help="instead: gradient error and backward time of these grad_eps against grad_eps=0 (study shape)")
+    p.add_argument("--train-step", action="store_true",
+                   help="instead: a user's training step (CNN encoder + render + loss + backward), eager against "
+                        "torch.compile, at the first of --shapes")
     p.add_argument("--worker", nargs=3, metavar=("BACKEND", "SHAPE", "MODE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -318,7 +370,13 @@ def main(argv=None) -> None:
     print(f"sgemm (2048^3 float32, best of aten and oneDNN, {default_device()}, {torch.get_num_threads()} threads): "
           f"{sgemm:.1f} GFLOP/s")
     rows = []
-    if args.grad_eps is not None:
+    if args.train_step:
+        rows = measure_train_steps(args.shapes[0], max(args.rounds, 5))
+        for r in rows:
+            print(f"training step, {r['shape']} shape, {r['mode']:<13}: {r['time']:.3f} s (median of "
+                  f"{len(r['times'])}: {', '.join(f'{t:.3f}' for t in r['times'])})")
+        print(f"torch.compile / eager: {rows[1]['time'] / rows[0]['time']:.2f}x the time")
+    elif args.grad_eps is not None:
         rows = grad_eps_error(args.grad_eps or [1e-6, 1e-5, 1e-4, 1e-3, 1e-2])
         print(f"{'grad_eps':>9} {'worst tensor rel err':>21} {'global rel err':>15} {'backward s':>11} {'kept %':>7}")
         for r in rows:
