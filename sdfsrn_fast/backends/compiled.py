@@ -26,6 +26,12 @@ from .fused import (Kernels, chunk_size, decoder_weights, fused_backward, fused_
 __all__ = ["render_compiled", "compiled_kernels", "compiled_render"]
 
 
+# Graphs each chunk kernel may compile: one per (dtype, activation, width, latent size, chunk) a process meets, and
+# twice that, since a call from inside a caller's compiled graph differs in dispatch keys from an eager one; the
+# test suite alone meets more than dynamo's default limit of 8 per function.
+_RECOMPILE_LIMIT = 64
+
+
 class _CompiledOrEager:
     """Calls the ``torch.compile``-d function; if compiling fails, warns once and runs ``fn`` eagerly."""
 
@@ -36,12 +42,17 @@ class _CompiledOrEager:
 
     def __call__(self, *args):
         if not self.failed:
+            config = torch._dynamo.config
+            limit = config.recompile_limit
+            config.recompile_limit = max(limit, _RECOMPILE_LIMIT)  # (config.patch costs 0.1 ms a call, this 4 us)
             try:
                 return self.compiled(*args)
             except Exception as err:  # a missing compiler, an unsupported backend...
                 self.failed = True
                 warnings.warn(f"sdfsrn_fast: torch.compile failed ({type(err).__name__}: {err}); running the "
                               "compiled backend's kernels eagerly", RuntimeWarning, stacklevel=2)
+            finally:
+                config.recompile_limit = limit
         return self.fn(*args)
 
 
