@@ -1,7 +1,8 @@
-"""``pytest benchmarks --benchmark-only``: render, backend x {forward, forward+backward} x named shape.
+"""``pytest benchmarks --benchmark-only``: render, backend x {forward, forward+backward} x precision x named shape.
 
 The cases, FLOP counts and memory measurement live in :mod:`sdfsrn_fast.bench` (shared with
-``python -m sdfsrn_fast.bench``, which prints one comparison table). ``large`` runs the fast backends only.
+``python -m sdfsrn_fast.bench``, which prints one comparison table). ``large`` runs the fast backends only;
+``bf16`` is the same call inside ``torch.autocast(dtype=torch.bfloat16)``.
 """
 
 import pytest
@@ -9,23 +10,24 @@ import pytest
 from sdfsrn_fast import bench
 
 CASES = [
-    (backend, shape, mode)
+    (backend, shape, mode, precision)
     for shape in bench.SHAPES
     for mode in bench.MODES
+    for precision in bench.PRECISIONS
     for backend in bench.available_bench_backends()
     if not (shape == "large" and backend in bench.BASELINES)
 ]
 ROUNDS = {"tiny": 10, "study": 3, "large": 2}
 
 
-@pytest.mark.parametrize("backend,shape,mode", CASES, ids=[f"{s}-{m}-{b}" for b, s, m in CASES])
-def test_render(benchmark, backend, shape, mode):
+@pytest.mark.parametrize("backend,shape,mode,precision", CASES, ids=["-".join(c[1:] + c[:1]) for c in CASES])
+def test_render(benchmark, backend, shape, mode, precision):
     case = bench.make_case(shape)
-    step = bench.make_step(backend, case, mode)
-    benchmark.group = f"{shape}-{mode}"
+    step = bench.make_step(backend, case, mode, precision)
+    benchmark.group = f"{shape}-{mode}-{precision}"
     benchmark.pedantic(step, rounds=ROUNDS[shape], iterations=1, warmup_rounds=1)
     t = benchmark.stats.stats.median
     benchmark.extra_info.update(bench.rates(backend, case, mode, t))
-    memory = bench.measure_subprocess(backend, shape, mode, rounds=1)  # a fresh process: its peak is its own
+    memory = bench.measure_subprocess(backend, shape, mode, rounds=1, precision=precision)  # a fresh process
     benchmark.extra_info.update(peak_memory_mb=memory["peak_bytes"] / 2**20, peak_memory_method=memory["peak_method"])
     assert t > 0

@@ -30,7 +30,9 @@ class _Backend:
     unsupported: Callable[[object, dict], Optional[str]]
 
 
-def _run_reference(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter):
+def _run_reference(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter,
+                   compute_dtype):
+    # under autocast the decoder's layers run in the autocast dtype by themselves
     return render_reference(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, jitter)
 
 
@@ -88,18 +90,21 @@ def _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples
         raise TypeError(f"render: `valid` must be a bool tensor, got {valid.dtype}")
     if not z.is_floating_point():
         raise TypeError(f"render: `z` must be a floating-point tensor, got {z.dtype}")
-    for name in ("origins", "directions", "near", "far") + (("jitter",) if jitter is not None else ()):
-        if tensors[name].dtype != z.dtype:
-            raise TypeError(f"render: `{name}` is {tensors[name].dtype} but `z` is {z.dtype}; use one dtype")
+    dtype = origins.dtype  # the rays' dtype is the computation's; z may be in autocast's lower one
+    for name in ("directions", "near", "far") + (("jitter",) if jitter is not None else ()):
+        if tensors[name].dtype != dtype:
+            raise TypeError(f"render: `{name}` is {tensors[name].dtype} but `origins` is {dtype}; use one dtype")
+    if z.dtype != dtype and not (z.dtype == _autocast_dtype(z.device) and dtype == torch.float32):
+        raise TypeError(f"render: `z` is {z.dtype} but the rays are {dtype}; use one dtype (or autocast's lower "
+                        "dtype for z, with float32 rays)")
     for name, t in tensors.items():
         if t.device != z.device:
             raise ValueError(f"render: `{name}` is on {t.device} but `z` is on {z.device}; use one device")
     if isinstance(decoder, SDFDecoder):
         p = decoder.layers[0].weight
-        if p.device != z.device or p.dtype != z.dtype:
-            raise ValueError(
-                f"render: `decoder` weights are {p.dtype} on {p.device} but `z` is {z.dtype} on {z.device}"
-            )
+        if p.device != z.device or p.dtype != dtype:
+            raise ValueError(f"render: `decoder` weights are {p.dtype} on {p.device} but the rays are {dtype} on "
+                             f"{origins.device}")
         if z.shape[1] != decoder.latent_dim:
             raise ValueError(f"render: `z` has {z.shape[1]} features but `decoder.latent_dim` is {decoder.latent_dim}")
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
@@ -126,6 +131,13 @@ def _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples
             raise ValueError(f"render: `{name}` contains NaN or inf")
     if jitter is not None and ((jitter < -0.5) | (jitter >= 0.5)).any():
         raise ValueError("render: `jitter` must lie in [-0.5, 0.5)")
+
+
+def _autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
+    """The dtype of the autocast region the call is in (for ``device``'s type), or None outside autocast."""
+    if device.type in ("cpu", "cuda", "mps") and torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return None
 
 
 def _as_tensor(value) -> torch.Tensor:
@@ -173,13 +185,21 @@ def render(
         jitter: optional per-ray sample offset [B, R] in [-0.5, 0.5) of one interval.
         backend: ``"auto"`` or a name from :func:`available_backends`.
 
+    Precision: outside autocast every backend computes in the rays' dtype, exact to its round-off. Inside
+    ``torch.autocast(device_type, dtype=torch.bfloat16)`` (or float16) with float32 rays and decoder, the decoder's
+    matmuls take that dtype's operands, forward and backward; the per-sample SDF, the soft minimum, the
+    silhouettes and the gradients handed back stay float32, and ``z`` may come in the autocast dtype.
+
     Returns:
-        silhouettes [B, R] in [0, 1], dtype and device of ``z``.
+        silhouettes [B, R] in [0, 1], in the rays' dtype, on their device.
     """
     _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter)
+    compute_dtype = _autocast_dtype(z.device) if origins.dtype == torch.float32 else None
+    z = z.to(origins.dtype)  # a copy if z came in autocast's dtype; autograd carries the gradient back
     args = dict(z=z, origins=origins, directions=directions, near=near, far=far, jitter=jitter)
     b = _pick_backend(backend, decoder, args)
     if b.name == "reference":
-        return b.run(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter)
+        return b.run(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter,
+                     compute_dtype)
     return b.run(decoder, z, origins, directions, near, far, valid, num_samples, _as_tensor(tau), _as_tensor(tau_min),
-                 float(grad_eps), jitter)
+                 float(grad_eps), jitter, compute_dtype)

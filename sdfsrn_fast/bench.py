@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-__all__ = ["SHAPES", "BACKENDS", "make_case", "make_step", "measure", "rates", "mlp_flops", "sgemm_gflops", "main"]
+__all__ = ["SHAPES", "BACKENDS", "PRECISIONS", "make_case", "make_step", "measure", "rates", "mlp_flops",
+           "gemm_gflops", "main"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ SHAPES = {
 BASELINES = ("reference", "reference_compiled")  # torch.compile(reference): the peer a user would try first
 BACKENDS = BASELINES + ("compiled",)
 MODES = ("forward", "forward_backward")
+# "32": float32; "bf16": the same call inside torch.autocast(dtype=torch.bfloat16) (shared/SPEC.md, Precision)
+PRECISIONS = {"32": torch.float32, "bf16": torch.bfloat16}
 
 
 def default_device() -> torch.device:
@@ -93,17 +96,20 @@ def _reference_compiled():
     return _REFERENCE_COMPILED
 
 
-def make_step(backend: str, case: dict, mode: str):
-    """A no-argument callable running one forward (no grad) or one forward+backward of ``backend``."""
+def make_step(backend: str, case: dict, mode: str, precision: str = "32"):
+    """A no-argument callable running one forward (no grad) or one forward+backward of ``backend``, in float32 or
+    under ``torch.autocast`` (``precision="bf16"``)."""
     from . import render
 
     dec, z, rays, target, s = case["decoder"], case["z"], case["rays"], case["target"], case["shape"]
     sync = torch.cuda.synchronize if case["device"].type == "cuda" else (lambda: None)
+    amp = PRECISIONS[precision]
 
     def sil():
-        if backend == "reference_compiled":
-            return _reference_compiled()(dec, z, *rays, s.samples, 0.01, 0.005)
-        return render(dec, z, *rays, num_samples=s.samples, backend=backend)
+        with torch.autocast(case["device"].type, dtype=amp, enabled=amp != torch.float32):
+            if backend == "reference_compiled":
+                return _reference_compiled()(dec, z, *rays, s.samples, 0.01, 0.005)
+            return render(dec, z, *rays, num_samples=s.samples, backend=backend)
 
     def forward():
         with torch.no_grad():
@@ -227,14 +233,14 @@ def _reset_peak() -> bool:
         return False
 
 
-def measure(backend: str, shape: str, mode: str, rounds: int = 3) -> dict:
+def measure(backend: str, shape: str, mode: str, rounds: int = 3, precision: str = "32") -> dict:
     """Runs in THIS process: one warm-up call, then ``rounds`` timed calls. Call it in a fresh process for an
     honest peak memory (see :func:`measure_subprocess`)."""
     import gc
     import resource
 
     case = make_case(shape)
-    step = make_step(backend, case, mode)
+    step = make_step(backend, case, mode, precision)
     step()  # warm-up: compiles, allocates caches
     gc.collect()
     cuda = case["device"].type == "cuda"
@@ -255,27 +261,32 @@ def measure(backend: str, shape: str, mode: str, rounds: int = 3) -> dict:
     else:
         peak, how = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss (includes setup)"
     t = statistics.median(times)
-    return dict(backend=backend, shape=shape, mode=mode, device=str(case["device"]), times=times, time=t,
+    return dict(backend=backend, shape=shape, mode=mode, precision=precision, device=str(case["device"]), times=times,
+                time=t,
                 peak_bytes=peak, peak_method=how, **rates(backend, case, mode, t),
                 chunk=os.environ.get("SDFSRN_CHUNK"), threads=torch.get_num_threads())
 
 
-def measure_subprocess(backend: str, shape: str, mode: str, rounds: int = 3, env: dict | None = None) -> dict:
+def measure_subprocess(backend: str, shape: str, mode: str, rounds: int = 3, env: dict | None = None,
+                       precision: str = "32") -> dict:
     """:func:`measure` in a fresh Python process (so that its peak memory is its own)."""
-    cmd = [sys.executable, "-m", "sdfsrn_fast.bench", "--worker", backend, shape, mode, "--rounds", str(rounds)]
+    cmd = [sys.executable, "-m", "sdfsrn_fast.bench", "--worker", backend, shape, mode, precision, "--rounds",
+           str(rounds)]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if out.returncode != 0:
         raise RuntimeError(f"benchmark worker {backend}/{shape}/{mode} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def sgemm_gflops(n: int = 2048, reps: int = 5, device=None) -> float:
-    """This machine's float32 matrix-multiply throughput (n x n x n), best of ``reps`` and of the two matmuls
-    the kernels may use: aten's (MKL on x86 CPUs) and :func:`sdfsrn_fast.backends.fused.linear` (oneDNN on CPUs)."""
+def gemm_gflops(precision: str = "32", n: int = 2048, reps: int = 5, device=None) -> float:
+    """This machine's matrix-multiply throughput (n x n x n) in a precision, best of ``reps`` and, for float32, of
+    the two matmuls the kernels may use: aten's (MKL on x86 CPUs) and :func:`sdfsrn_fast.backends.fused.linear`
+    (oneDNN on CPUs). bfloat16: aten's (oneDNN on CPUs, cuBLAS on CUDA), bfloat16 in and out."""
     from .backends.fused import linear
 
     device = torch.device(device) if device is not None else default_device()
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    dtype = PRECISIONS[precision]
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best = float("inf")
     for matmul in (torch.mm, linear):
         for _ in range(reps + 1):
@@ -327,23 +338,28 @@ def available_bench_backends() -> list[str]:
     return list(BASELINES) + [b for b in available_backends() if b != "reference"]
 
 
-def _table(rows: list[dict], sgemm: float) -> str:
-    by = {(r["backend"], r["shape"], r["mode"]): r for r in rows}
-    head = (f"{'shape':<6} {'mode':<17} {'backend':<19} {'time s':>8} {'x ref':>7} {'x c(ref)':>8} "
-            f"{'peak MB':>9} {'GFLOP/s':>8} {'%sgemm':>7} {'dense-eq GFLOP/s':>17} {'bwd pts %':>9} "
+def _table(rows: list[dict], peak: dict) -> str:
+    """One line per measurement; ``x ref``, ``x c(ref)``: speed-up over the baselines at the same precision;
+    ``x 32``: over the same backend in float32; ``%peak``: of the matmul rate of the row's precision (``peak``)."""
+    by = {(r["backend"], r["shape"], r["mode"], r["precision"]): r for r in rows}
+    head = (f"{'shape':<6} {'mode':<17} {'backend':<19} {'prec':<5} {'time s':>8} {'x ref':>7} {'x c(ref)':>8} "
+            f"{'x 32':>6} {'peak MB':>9} {'GFLOP/s':>8} {'%peak':>6} {'dense-eq GFLOP/s':>17} {'bwd pts %':>9} "
             f"{'bf16 only %':>11}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        ref = by.get(("reference", r["shape"], r["mode"]))
-        cref = by.get(("reference_compiled", r["shape"], r["mode"]))
+        ref = by.get(("reference", r["shape"], r["mode"], r["precision"]))
+        cref = by.get(("reference_compiled", r["shape"], r["mode"], r["precision"]))
+        f32 = by.get((r["backend"], r["shape"], r["mode"], "32"))
+        x_32 = f"{f32['time'] / r['time']:.2f}" if f32 and r["precision"] != "32" else "-"
         x_ref = f"{ref['time'] / r['time']:.1f}" if ref else "-"
         x_cref = f"{cref['time'] / r['time']:.1f}" if cref else "-"
         bwd = f"{100 * r['backward_points'] / max(r['forward_points'], 1):.1f}" if r["mode"] != "forward" else "-"
         refined = r.get("refined_points", 0)
         low = f"{100 * (1 - refined / max(r['forward_points'], 1)):.1f}" if refined else "-"
-        lines.append(f"{r['shape']:<6} {r['mode']:<17} {r['backend']:<19} {r['time']:>8.3f} {x_ref:>7} "
-                     f"{x_cref:>8} {r['peak_bytes'] / 2**20:>9.1f} {r['gflops']:>8.1f} "
-                     f"{100 * r['gflops'] / sgemm:>7.1f} {r['dense_gflops']:>17.1f} {bwd:>9} {low:>11}")
+        lines.append(f"{r['shape']:<6} {r['mode']:<17} {r['backend']:<19} {r['precision']:<5} {r['time']:>8.3f} "
+                     f"{x_ref:>7} {x_cref:>8} {x_32:>6} {r['peak_bytes'] / 2**20:>9.1f} {r['gflops']:>8.1f} "
+                     f"{100 * r['gflops'] / peak[r['precision']]:>6.1f} {r['dense_gflops']:>17.1f} {bwd:>9} "
+                     f"{low:>11}")
     return "\n".join(lines)
 
 
@@ -352,6 +368,8 @@ def main(argv=None) -> None:
     p.add_argument("--shapes", nargs="+", default=["tiny", "study"], choices=list(SHAPES))
     p.add_argument("--backends", nargs="+", default=None, help="default: the baselines and every available fast one")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS),
+                   help="float32 and/or bfloat16 autocast (default both)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--json", default="bench.json", help="where to write the results")
     p.add_argument("--sweep-chunk", nargs="*", type=int, default=None, metavar="N",
@@ -361,14 +379,16 @@ def main(argv=None) -> None:
     p.add_argument("--train-step", action="store_true",
                    help="instead: a user's training step (CNN encoder + render + loss + backward), eager against "
                         "torch.compile, at the first of --shapes")
-    p.add_argument("--worker", nargs=3, metavar=("BACKEND", "SHAPE", "MODE"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", nargs=4, metavar=("BACKEND", "SHAPE", "MODE", "PRECISION"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        print(json.dumps(measure(*args.worker, rounds=args.rounds)))
+        backend, shape, mode, precision = args.worker
+        print(json.dumps(measure(backend, shape, mode, rounds=args.rounds, precision=precision)))
         return
-    sgemm = sgemm_gflops()
-    print(f"sgemm (2048^3 float32, best of aten and oneDNN, {default_device()}, {torch.get_num_threads()} threads): "
-          f"{sgemm:.1f} GFLOP/s")
+    peak = {prec: gemm_gflops(prec) for prec in args.precisions}
+    sgemm = gemm_gflops("32") if "32" not in peak else peak["32"]
+    for prec, rate in peak.items():
+        print(f"matmul {prec} (2048^3, {default_device()}, {torch.get_num_threads()} threads): {rate:.1f} GFLOP/s")
     rows = []
     if args.train_step:
         rows = measure_train_steps(args.shapes[0], max(args.rounds, 5))
@@ -394,16 +414,17 @@ def main(argv=None) -> None:
             from tqdm import tqdm
         except ImportError:  # progress is optional
             tqdm = None
-        jobs = [(b, s, m) for s in args.shapes for m in args.modes for b in backends
-                if not (s == "large" and b in BASELINES)]
+        jobs = [(b, s, m, prec) for s in args.shapes for m in args.modes for prec in args.precisions
+                for b in backends if not (s == "large" and b in BASELINES)]
         bar = tqdm(jobs, desc="benchmarks") if tqdm else jobs
-        for b, s, m in bar:
+        for b, s, m, prec in bar:
             if tqdm:
-                bar.set_postfix_str(f"{s}/{m}/{b}")
-            rows.append(measure_subprocess(b, s, m, args.rounds))
-        print(_table(rows, sgemm))
+                bar.set_postfix_str(f"{s}/{m}/{b}/{prec}")
+            rows.append(measure_subprocess(b, s, m, args.rounds, precision=prec))
+        print(_table(rows, peak))
     with open(args.json, "w") as f:
-        json.dump(dict(sgemm_gflops=sgemm, shapes={k: asdict(v) for k, v in SHAPES.items()}, results=rows), f,
+        json.dump(dict(sgemm_gflops=sgemm, matmul_gflops=peak, shapes={k: asdict(v) for k, v in SHAPES.items()},
+                       results=rows), f,
                   indent=1)
     print(f"wrote {args.json}")
 

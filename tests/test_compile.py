@@ -23,7 +23,7 @@ def _op_args(dtype, jitter: bool, all_invalid: bool = False, grad=True):
     jit = torch.rand(2, 15, dtype=dtype) - 0.5 if jitter else None
     weights = [w.detach().clone().requires_grad_(grad) for w in decoder_weights(dec)]
     tau, tau_min = torch.tensor(0.1, dtype=torch.float64), torch.tensor(0.05, dtype=torch.float64)
-    return (z, o, d, near, far, valid, jit, weights, 7, tau, tau_min, 0.0, "relu", 100.0)
+    return (z, o, d, near, far, valid, jit, weights, 7, tau, tau_min, 0.0, "relu", 100.0, None)
 
 
 @pytest.mark.parametrize("backend", list(FAST_OPS))

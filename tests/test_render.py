@@ -75,7 +75,7 @@ def test_gradcheck_float64_exact(activation):
     tau, tau_min = torch.tensor(0.1, dtype=torch.float64), torch.tensor(0.05, dtype=torch.float64)
 
     def f(z, *ws):  # the public custom op, through its registered autograd
-        return compiled_render(z, *rays, None, list(ws), 5, tau, tau_min, 0.0, "softplus", 10.0)[0]
+        return compiled_render(z, *rays, None, list(ws), 5, tau, tau_min, 0.0, "softplus", 10.0, None)[0]
 
     inputs = (z, *(w.detach().clone().requires_grad_(True) for w in decoder_weights(dec)))
     assert torch.autograd.gradcheck(f, inputs)

@@ -224,6 +224,23 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
         assert "not available" in _cli_error(capsys, ["--device", "cuda", "--out", str(tmp_path)])
 
 
+def test_mixed_precision_run_saves_and_resumes_its_precision(tmp_path, capsys):
+    """--precision bf16 trains (the loss falls as in float32), is saved in config.json, and --resume keeps it;
+    float16 on a CPU and unknown precisions are one clear line."""
+    run = tmp_path / "run"
+    train(tiny(run, epochs=10, precision="bf16"), progress=False)
+    assert json.loads((run / "config.json").read_text())["precision"] == "bf16"
+    rows = metrics(run)
+    assert rows[-1]["train_mse"] < rows[0]["train_mse"] / 2
+    assert train_mod.main(["--resume", str(run), "--epochs", "11", "--no-progress", "--figures", "false"]) == 0
+    assert json.loads((run / "config.json").read_text())["precision"] == "bf16"
+    assert len(metrics(run)) == 11
+    assert "unknown precision" in _cli_error(capsys, ["--precision", "8", "--out", str(tmp_path / "x")])
+    if not torch.cuda.is_available():
+        assert "CUDA and MPS" in _cli_error(capsys, ["--precision", "16", "--device", "cpu",
+                                                     "--out", str(tmp_path / "y")])
+
+
 def test_fresh_run_never_replaces_an_existing_one(tmp_path, capsys):
     """A forgotten --resume is an error, not a lost run; --overwrite (overwrite=True) starts afresh on purpose."""
     run = tmp_path / "run"

@@ -93,11 +93,13 @@ def _backward(grad_sil, sil, sdf, lse, z, *args):
 compiled_render = define_render_ops("compiled", _forward, _backward)
 
 
-def render_compiled(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter):
-    """Arguments as in ``render`` (checked there; tau and tau_min as 0-d tensors)."""
+def render_compiled(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter,
+                    compute_dtype=None):
+    """Arguments as in ``render`` (checked there; tau and tau_min as 0-d tensors; compute_dtype: autocast's)."""
     if isinstance(decoder, SDFDecoder):
         sil, _, _ = compiled_render(z, origins, directions, near, far, valid, jitter, decoder_weights(decoder),
-                                    num_samples, tau, tau_min, grad_eps, decoder.activation, decoder.softplus_beta)
+                                    num_samples, tau, tau_min, grad_eps, decoder.activation, decoder.softplus_beta,
+                                    compute_dtype)
         return sil
     return render_callable_chunked(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min,
                                    jitter)

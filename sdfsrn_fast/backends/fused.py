@@ -1,8 +1,10 @@
-"""The fast render algorithm in PyTorch: one autograd Function with recompute and a sparse soft-min backward.
+"""The fast render algorithm in PyTorch: a forward that keeps no activations and a sparse soft-min backward that
+recomputes, as two plain functions (:func:`fused_forward`, :func:`fused_backward`) over swappable chunk kernels.
+They are not autograd code: the backends wrap them as custom ops (:mod:`._ops`), which carry the autograd.
 
-Forward runs without autograd over fixed-size chunks of the samples of valid rays only, and keeps per sample
-only its point and scalar SDF, per ray only the logsumexp of the soft minimum: never a hidden activation, so a
-training step's memory grows with B x R x S scalars. Backward forms the soft-min weights
+Forward runs over fixed-size chunks of the samples of valid rays only, and returns per sample only its scalar
+SDF, per ray the logsumexp of the soft minimum and the silhouette: never a hidden activation, so a training
+step's memory grows with B x R x S scalars. Backward recomputes each kept sample's point, forms the soft-min weights
 ``w_k = exp(-s_k / tau_min - lse)`` and ``dL/ds_k = dL/dm * w_k`` (SPEC.md), keeps the samples that matter
 (``w_k >= grad_eps`` on rays whose ``|dL/dm|`` is at least ``grad_eps`` times the largest; everything nonzero
 when ``grad_eps = 0``, which is exact), recomputes the decoder there and backpropagates by hand. The latent
@@ -10,7 +12,9 @@ enters only through ``W_z z`` (layers 1 and 3), which is computed once per shape
 
 The chunk kernels (:func:`mlp_forward_gather`, :func:`mlp_backward`) are plain tensor code that the ``compiled``
 backend hands to ``torch.compile``; every chunk has the same shape (the last one is padded), so they compile
-once per dtype and device. Only :class:`~sdfsrn_fast.SDFDecoder` takes this path; a generic callable decoder
+once per dtype and device. Mixed precision (``compute_dtype``, from ``torch.autocast``): the decoder's H x H
+products in bfloat16/float16; the K = 3 xyz products, the latent shares, the SDF and everything after it in the
+inputs' dtype (:func:`mlp_forward`). Only :class:`~sdfsrn_fast.SDFDecoder` takes this path; a generic callable decoder
 takes :func:`render_callable_chunked`, which autograds through the callable chunk by chunk (checkpointed).
 On CPU the kernels' float32 matmuls of width H go through oneDNN (:func:`linear`), which runs AVX-512 where
 aten's MKL may not.
@@ -65,9 +69,9 @@ def _act_grad(a, activation: str, beta: float):
     return (a > 0).to(a.dtype) if activation == "relu" else torch.sigmoid(beta * a)
 
 
-# CPU float32 matmuls of width H go through oneDNN, not through aten's sgemm (MKL): on a 2-core AMD EPYC (Zen 5,
-# AVX-512) MKL runs its AVX2 path at 185-213 GFLOP/s for [2048, H] x [H, H] while oneDNN reaches 365-428 for
-# x @ W^T and d @ W (H = 128, 256; a throwaway script, session 4). `python -m sdfsrn_fast.bench --shapes study
+# CPU float32 matmuls of width H go through oneDNN, not through aten's sgemm (MKL): on a 2-core AMD EPYC (AVX-512,
+# 2026-11-27) MKL runs its AVX2 path at 185-213 GFLOP/s for [2048, H] x [H, H] while oneDNN reaches 365-428 for
+# x @ W^T and d @ W (H = 128, 256; a throwaway script). `python -m sdfsrn_fast.bench --shapes study
 # --backends compiled` with SDFSRN_ONEDNN=0, then without: forward 1.488 -> 0.855 s, forward+backward 1.664 ->
 # 0.908 s. Weight gradients (d^T h, a reduction over the chunk) stay on aten: oneDNN was no faster there (100-270
 # GFLOP/s). SDFSRN_ONEDNN=0 turns it off.
@@ -96,36 +100,44 @@ def linear(x, weight):
 
 def mlp_forward(p, c0, c2, W0p, W1, b1, W2h, W2p, W3, b3, w4, b4, activation: str, beta: float):
     """SDF of one chunk. p: [n, 3] points; c0, c2: [n, H] per-point ``W_z z + b`` of layers 1 and 3 (the
-    latent's share, computed once per shape); weights as in :func:`decoder_weights`. Returns s [n]."""
-    h = _act(torch.addmm(c0, p, W0p.t()), activation, beta)
+    latent's share, computed once per shape); weights as in :func:`decoder_weights`. Returns s [n].
+
+    Precision follows the weights: the three H x H layers (W1, W2h, W3 and their biases) run in the dtype of W1
+    (bfloat16 or float16 for mixed precision), the xyz parts of layers 1 and 3 (K = 3), their sums with the latent
+    shares and the output layer in the dtype of w4 (float32 then); in full precision every ``.to`` is a no-op."""
+    low, out = W1.dtype, w4.dtype
+    h = _act(torch.addmm(c0, p, W0p.t()), activation, beta).to(low)
     h = _act(linear(h, W1) + b1, activation, beta)
-    h = _act(linear(h, W2h) + torch.addmm(c2, p, W2p.t()), activation, beta)
+    h = _act(linear(h, W2h).to(out) + torch.addmm(c2, p, W2p.t()), activation, beta).to(low)
     h = _act(linear(h, W3) + b3, activation, beta)
-    return h @ w4 + b4
+    return h.to(out) @ w4 + b4
 
 
 def mlp_backward(p, c0, c2, g, W0p, W1, b1, W2h, W2p, W3, b3, w4, b4, activation: str, beta: float):
-    """Recomputes one chunk and backpropagates ``g = dL/ds`` [n] by hand.
+    """Recomputes one chunk and backpropagates ``g = dL/ds`` [n] by hand (precisions as in :func:`mlp_forward`;
+    every gradient it returns is in the dtype of w4).
 
     Returns ``(d0, dW0p, dW1, db1, d2, dW2h, dW2p, dW3, db3, dW4, db4)`` where d0, d2 [n, H] are the
     pre-activation gradients of layers 1 and 3, to be summed per shape into the latent's share."""
+    low, out = W1.dtype, w4.dtype
     a0 = torch.addmm(c0, p, W0p.t())
-    h0 = _act(a0, activation, beta)
+    h0 = _act(a0, activation, beta).to(low)
     a1 = linear(h0, W1) + b1
     h1 = _act(a1, activation, beta)
-    a2 = linear(h1, W2h) + torch.addmm(c2, p, W2p.t())
-    h2 = _act(a2, activation, beta)
+    a2 = linear(h1, W2h).to(out) + torch.addmm(c2, p, W2p.t())
+    h2 = _act(a2, activation, beta).to(low)
     a3 = linear(h2, W3) + b3
     h3 = _act(a3, activation, beta)
-    dW4 = g @ h3
+    dW4 = g @ h3.to(out)
     db4 = g.sum()
-    d3 = g[:, None] * w4[None, :] * _act_grad(a3, activation, beta)
-    dW3, db3 = d3.t() @ h2, d3.sum(0)
-    d2 = linear(d3, W3.t()) * _act_grad(a2, activation, beta)
-    dW2h, dW2p = d2.t() @ h1, d2.t() @ p
-    d1 = linear(d2, W2h.t()) * _act_grad(a1, activation, beta)
-    dW1, db1 = d1.t() @ h0, d1.sum(0)
-    d0 = linear(d1, W1.t()) * _act_grad(a0, activation, beta)
+    d3 = (g[:, None] * w4[None, :] * _act_grad(a3, activation, beta).to(out)).to(low)
+    dW3, db3 = (d3.t() @ h2).to(out), d3.sum(0, dtype=out)
+    d2 = linear(d3, W3.t()).to(out) * _act_grad(a2, activation, beta)
+    d2_low = d2.to(low)
+    dW2h, dW2p = (d2_low.t() @ h1).to(out), d2.t() @ p
+    d1 = linear(d2_low, W2h.t()) * _act_grad(a1, activation, beta)
+    dW1, db1 = (d1.t() @ h0).to(out), d1.sum(0, dtype=out)
+    d0 = linear(d1, W1.t()).to(out) * _act_grad(a0, activation, beta)
     dW0p = d0.t() @ p
     return d0, dW0p, dW1, db1, d2, dW2h, dW2p, dW3, db3, dW4, db4
 
@@ -185,13 +197,15 @@ def _take(t: torch.Tensor, start: int, chunk: int, pad_value=0):
     return torch.cat([part, pad])
 
 
-def _latent_share(z, W0, b0, W1, b1, W2, b2, W3, b3, W4, b4):
+def _latent_share(z, W0, b0, W1, b1, W2, b2, W3, b3, W4, b4, compute_dtype=None):
     """The latent's share of layers 1 and 3, ``W_z z + b`` [B, H] each, computed once per shape, and the
-    per-point weights in the order the chunk kernels take them."""
+    per-point weights in the order the chunk kernels take them; with ``compute_dtype`` (mixed precision) the
+    H x H layers' weights and biases cast to it (:func:`mlp_forward` says which part runs in which dtype)."""
     L, H = z.shape[1], W1.shape[0]
     c0_shape = torch.addmm(b0, z, W0[:, :L].t())
     c2_shape = torch.addmm(b2, z, W2[:, H : H + L].t())
-    weights = (W0[:, L:], W1, b1, W2[:, :H], W2[:, H + L :], W3, b3, W4[0], b4[0])
+    low = (lambda t: t) if compute_dtype is None else (lambda t: t.to(compute_dtype))
+    weights = (W0[:, L:], low(W1), low(b1), low(W2[:, :H]), W2[:, H + L :], low(W3), low(b3), W4[0], b4[0])
     return c0_shape, c2_shape, tuple(w.contiguous() for w in weights)  # slices: one copy per call, not per chunk
 
 
@@ -285,12 +299,14 @@ def _tail(jitter, rows):
 
 @torch.no_grad()
 def fused_forward(kernels: Kernels, z, origins, directions, near, far, valid, jitter, weights, num_samples: int,
-                  tau: float, tau_min: float, activation: str, beta: float):
+                  tau: float, tau_min: float, activation: str, beta: float, compute_dtype=None):
     """Soft silhouettes of an SDFDecoder given as its ``weights`` (:func:`decoder_weights`), without autograd.
 
     Args:
         kernels: the chunk kernels to run (eager, compiled...).
         z [B, L]; origins, directions [B, R, 3]; near, far, valid [B, R]; jitter [B, R] or None: as in ``render``.
+        compute_dtype: None (every product in the inputs' dtype) or bfloat16 / float16 for mixed precision: the
+            decoder's H x H products in that dtype, everything else (SDF, soft minimum, silhouette) in the inputs'.
 
     Returns:
         ``(sil [B, R], sdf [B, R, S], lse [B, R])``: silhouettes, every sample's SDF and each ray's
@@ -306,13 +322,14 @@ def fused_forward(kernels: Kernels, z, origins, directions, near, far, valid, ji
     points = sample_points_at(origins.reshape(-1, 3)[ray_index][:, None], directions.reshape(-1, 3)[ray_index][:, None],
                               near.reshape(-1)[ray_index][:, None], far.reshape(-1)[ray_index][:, None], k, S)
     points = points.reshape(-1, 3).contiguous()
-    c0_shape, c2_shape, kernel_weights = _latent_share(z, *weights)
+    c0_shape, c2_shape, kernel_weights = _latent_share(z, *weights, compute_dtype=compute_dtype)
     n = points.shape[0]
     STATS.update(forward_points=n, refined_points=0, screened_points=0, screen_error=0.0)
     sample_b = ray_b.repeat_interleave(S)
     cfg = dict(S=S, tau=tau, tau_min=tau_min, activation=activation, beta=beta)
     s = None
-    if kernels.screen is not None and z.dtype == torch.float32 and n >= kernels.screen_chunk:
+    exact32 = compute_dtype is None and z.dtype == torch.float32
+    if kernels.screen is not None and exact32 and n >= kernels.screen_chunk:
         s = _screened_sdf(kernels, cfg, points, sample_b, c0_shape, c2_shape, kernel_weights)
     if s is None:
         s = _evaluate(kernels.forward, kernels.chunk, points, sample_b, (c0_shape, c2_shape, *kernel_weights),
@@ -330,7 +347,7 @@ def fused_forward(kernels: Kernels, z, origins, directions, near, far, valid, ji
 @torch.no_grad()
 def fused_backward(kernels: Kernels, grad_sil, sil, sdf, lse, z, origins, directions, near, far, valid, jitter,
                    weights, num_samples: int, tau: float, tau_min: float, grad_eps: float, activation: str,
-                   beta: float) -> list:
+                   beta: float, compute_dtype=None) -> list:
     """Gradients ``[dz, dW0, db0, ..., dW4, db4]`` of the loss whose gradient w.r.t. the silhouettes of
     :func:`fused_forward` is ``grad_sil`` [B, R] (arguments and outputs of that forward; see the module docstring
     for what is kept and recomputed)."""
@@ -360,7 +377,7 @@ def fused_backward(kernels: Kernels, grad_sil, sil, sdf, lse, z, origins, direct
     kept_points = sample_points_at(origins.reshape(-1, 3)[rays], directions.reshape(-1, 3)[rays],
                                    near.reshape(-1)[rays], far.reshape(-1)[rays], k, S).contiguous()
     sample_b = torch.div(rays, R, rounding_mode="floor")
-    c0_shape, c2_shape, kernel_weights = _latent_share(z, *weights)
+    c0_shape, c2_shape, kernel_weights = _latent_share(z, *weights, compute_dtype=compute_dtype)
     n = idx.shape[0]
     STATS["backward_points"] = n
     chunk = kernels.chunk or max(n, 1)
@@ -395,5 +412,5 @@ def render_callable_chunked(decoder, z, origins, directions, near, far, valid, n
             parts.append(checkpoint(fn, z, pts, use_reentrant=False))
         else:
             parts.append(fn(z, pts))
-    sdf = torch.cat(parts, dim=1).reshape(B, R, num_samples)
+    sdf = torch.cat(parts, dim=1).reshape(B, R, num_samples).to(origins.dtype)  # autocast: as in the reference
     return soft_silhouette(sdf, valid, tau, tau_min)

@@ -44,4 +44,6 @@ def render_reference(decoder, z, origins, directions, near, far, valid, num_samp
     B, R, _ = origins.shape
     points = sample_points(origins, directions, near, far, num_samples, jitter)
     sdf = decoder(z, points.reshape(B, R * num_samples, 3)).reshape(B, R, num_samples)
-    return soft_silhouette(sdf, valid, tau, tau_min)
+    # under torch.autocast the decoder's matmuls (and so its output) are in the autocast dtype; the SDF values, the
+    # soft minimum and the silhouette are in the rays' dtype (shared/SPEC.md, Precision)
+    return soft_silhouette(sdf.to(origins.dtype), valid, tau, tau_min)

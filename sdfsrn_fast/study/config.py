@@ -8,7 +8,8 @@ from typing import Optional
 
 import torch
 
-__all__ = ["Config", "PRESETS", "RESUME_FIELDS", "TrainError", "preset_config", "check_config", "resolve_device"]
+__all__ = ["Config", "PRESETS", "PRECISIONS", "RESUME_FIELDS", "TrainError", "preset_config", "check_config",
+           "resolve_device", "autocast_dtype"]
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Config:
     fit_sphere_steps: int = 200
     init_radius: float = 0.45
     backend: str = "auto"
+    precision: str = "32"  # "32", or mixed: "bf16" (any device), "16" (float16; CUDA and MPS)
     encoder: Optional[str] = None  # "package.module:Class", called as Class(latent_dim=latent)
     eval_every: int = 50
     device: str = "auto"
@@ -82,9 +84,21 @@ def preset_config(name: str, **overrides) -> Config:
     return dataclasses.replace(cfg, **overrides)
 
 
+PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+
+
+def autocast_dtype(cfg: Config, device: torch.device):
+    """The dtype training runs the model in under ``torch.autocast`` (None: float32, no autocast)."""
+    if cfg.precision == "16" and device.type not in ("cuda", "mps"):
+        raise TrainError(f"--precision 16 (float16) is for CUDA and MPS; on {device.type} use bf16")
+    return PRECISIONS[cfg.precision]
+
+
 def check_config(cfg: Config) -> None:
     from .. import available_backends
 
+    if cfg.precision not in PRECISIONS:
+        raise TrainError(f"unknown precision {cfg.precision!r}; choose one of {list(PRECISIONS)}")
     if cfg.backend != "auto" and cfg.backend not in available_backends():
         raise TrainError(f"unknown or unavailable backend {cfg.backend!r}; available: {available_backends()}")
     for name in ("rays_per_step", "eikonal_weight", "mirror_weight", "central_weight"):

@@ -29,7 +29,8 @@ import torch
 from .. import render
 from ..cameras import camera_frame
 from ..models import SDFDecoder
-from .config import RESUME_FIELDS, Config, PRESETS, TrainError, check_config, preset_config, resolve_device
+from .config import (RESUME_FIELDS, Config, PRESETS, TrainError, autocast_dtype, check_config, preset_config,
+                     resolve_device)
 from .data import FAMILIES, ShapeDataset
 from .priors import ball_points, eikonal, symmetry_losses, view_mirrors
 from .runs import build_encoder, check_encoder, load_data, read_checkpoint, save_atomic
@@ -89,12 +90,14 @@ class _Run:
     rays: tuple  # (origins, directions, near, far, valid) of every shape's training view
     targets: torch.Tensor
     mirrors: torch.Tensor  # [N, 3, 3] reflections across the planes facing the training cameras
+    amp_dtype: Optional[torch.dtype]  # mixed precision: the model runs under torch.autocast in this dtype
     encoder: torch.nn.Module
     decoder: SDFDecoder
     params: list
     opt: torch.optim.Optimizer
     start_epoch: int = 0
     history: list = dataclasses.field(default_factory=list)
+    scaler: Optional[torch.amp.GradScaler] = None
 
 
 def _setup(cfg: Config, encoder, resume: bool, overwrite: bool) -> _Run:
@@ -119,7 +122,8 @@ def _setup(cfg: Config, encoder, resume: bool, overwrite: bool) -> _Run:
     run = _Run(cfg, out, rank, world, device, ds, images, camera_rays(ds, ds.azimuth, ds.elevation, cfg.rays, device),
                training_targets(ds, cfg.rays).to(device),
                view_mirrors(camera_frame(ds.azimuth, ds.elevation, ds.distance)[0]).to(device),
-               encoder, decoder, params, torch.optim.Adam(params, lr=cfg.lr))
+               autocast_dtype(cfg, device), encoder, decoder, params, torch.optim.Adam(params, lr=cfg.lr))
+    run.scaler = torch.amp.GradScaler(device.type, enabled=run.amp_dtype == torch.float16)
     if resume:
         _resume(run)
     else:
@@ -209,7 +213,23 @@ def _step_rays(cfg: Config, rays, targets, idx, g: torch.Generator):
 
 
 def _step(run: _Run, idx: torch.Tensor, g: torch.Generator, epoch: int, tau: float) -> list:
-    """One optimisation step on shapes ``idx``; returns the loss terms [mse, eikonal, mirror, central]."""
+    """One optimisation step on shapes ``idx``; returns the loss terms [mse, eikonal, mirror, central]. With a
+    mixed precision the encoder, the renderer and the regularisers run under ``torch.autocast``."""
+    with torch.autocast(run.device.type, dtype=run.amp_dtype or torch.bfloat16, enabled=run.amp_dtype is not None):
+        terms, loss = _losses(run, idx, g, tau)
+    if not torch.isfinite(loss):
+        raise TrainError(f"loss became {loss.item()} at epoch {epoch}")
+    run.opt.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()  # float16: scaled against underflow; otherwise a no-op
+    if run.world > 1:
+        _allreduce_grads(run.params, run.world)
+    run.scaler.step(run.opt)
+    run.scaler.update()
+    return [t.item() for t in terms]
+
+
+def _losses(run: _Run, idx: torch.Tensor, g: torch.Generator, tau: float):
+    """The loss terms [mse, eikonal, mirror, central] of one step and their weighted sum."""
     cfg, device, decoder = run.cfg, run.device, run.decoder
     idx_d = idx.to(device)
     z = run.encoder(run.images[idx_d])
@@ -227,14 +247,7 @@ def _step(run: _Run, idx: torch.Tensor, g: torch.Generator, epoch: int, tau: flo
         points = ball_points(len(idx), cfg.eikonal_points, g, device)
         mirror, central = symmetry_losses(decoder, z, points, [run.mirrors[idx_d], -torch.eye(3, device=device)])
         loss = loss + cfg.mirror_weight * mirror + cfg.central_weight * central
-    if not torch.isfinite(loss):
-        raise TrainError(f"loss became {loss.item()} at epoch {epoch}")
-    run.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if run.world > 1:
-        _allreduce_grads(run.params, run.world)
-    run.opt.step()
-    return [mse.item(), eik.item(), mirror.item(), central.item()]
+    return [mse, eik, mirror, central], loss
 
 
 def _train_epoch(run: _Run, epoch: int) -> dict:
