@@ -7,7 +7,9 @@ Nothing is imported or compiled at import time; a backend loads its heavy parts 
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -28,6 +30,11 @@ class _Backend:
     unavailable: Callable[[], Optional[str]]
     # None when the backend can take this call (decoder, dict of the tensor arguments), else the reason it cannot.
     unsupported: Callable[[object, dict], Optional[str]]
+    # device types on which backend="auto" may pick it (None: any it supports)
+    auto_devices: Optional[tuple] = None
+    # called before the backend takes a call: None when ready (it may build an extension first), else why not;
+    # by name its error is raised, for "auto" the next backend is tried
+    prepare: Optional[Callable[[bool], Optional[str]]] = None
 
 
 def _run_reference(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter,
@@ -36,7 +43,83 @@ def _run_reference(decoder, z, origins, directions, near, far, valid, num_sample
     return render_reference(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, jitter)
 
 
+# The triton backend's checks import nothing: triton loads when a call runs on it.
+TRITON_MAX_WIDTH = 256  # hidden and latent widths its kernels take
+
+
+def _triton_unavailable() -> Optional[str]:
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        return "it needs a CUDA GPU (or TRITON_INTERPRET=1 to run its kernels on the CPU, slowly, for tests)"
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed (pip install triton)"
+    return None
+
+
+def _triton_unsupported(decoder, args) -> Optional[str]:
+    if not isinstance(decoder, SDFDecoder):
+        return "it renders SDFDecoder only, not a generic callable"
+    if max(decoder.hidden_dim, decoder.latent_dim) > TRITON_MAX_WIDTH:
+        return (f"hidden and latent widths up to {TRITON_MAX_WIDTH}, got {decoder.hidden_dim} and "
+                f"{decoder.latent_dim}")
+    device = args["z"].device
+    if device.type != "cuda" and not (device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") == "1"):
+        return f"its tensors must be on a CUDA device, got {device}"
+    return compiled.unsupported(decoder, args)  # the same rule for ray gradients
+
+
+def _run_triton(*args):
+    from .backends.triton import render_triton
+
+    return render_triton(*args)
+
+
+_CPP_READY = [False]  # set once the extension has loaded (in an eager call): what torch.compile may use
+
+
+def _cpp_unavailable() -> Optional[str]:
+    if torch.compiler.is_compiling():  # no file-system probes while tracing
+        return None if _CPP_READY[0] else "its extension is built on first use outside torch.compile"
+    from .backends import cpp
+
+    return cpp.unavailable()
+
+
+def _cpp_unsupported(decoder, args) -> Optional[str]:
+    if not isinstance(decoder, SDFDecoder):
+        return "it renders SDFDecoder only, not a generic callable"
+    if args["z"].device.type != "cpu":
+        return f"its tensors must be on the CPU, got {args['z'].device}"
+    if args["origins"].dtype not in (torch.float32, torch.float64):
+        return f"float32 or float64 rays, got {args['origins'].dtype}"
+    return compiled.unsupported(decoder, args)  # the same rule for ray gradients
+
+
+def _cpp_prepare(by_name: bool) -> Optional[str]:
+    """Builds or loads the extension on first use; under torch.compile only an extension already loaded is used
+    (building is no part of a traced graph)."""
+    if _CPP_READY[0]:
+        return None
+    if torch.compiler.is_compiling():
+        return "its extension is not built yet (call render once outside torch.compile to build it)"
+    from .backends import cpp
+
+    if by_name:
+        cpp.load()
+    elif cpp.try_load() is not None:
+        return cpp.BUILD["error"]
+    _CPP_READY[0] = True
+    return None
+
+
+def _run_cpp(*args):
+    from .backends.cpp import render_cpp
+
+    return render_cpp(*args)
+
+
 _BACKENDS: dict[str, _Backend] = {
+    "triton": _Backend("triton", _run_triton, _triton_unavailable, _triton_unsupported, auto_devices=("cuda",)),
+    "cpp": _Backend("cpp", _run_cpp, _cpp_unavailable, _cpp_unsupported, prepare=_cpp_prepare),
     "compiled": _Backend("compiled", compiled.render_compiled, lambda: None, compiled.unsupported),
     "reference": _Backend("reference", _run_reference, lambda: None, lambda decoder, args: None),
 }
@@ -49,14 +132,18 @@ def available_backends() -> list[str]:
 
 def _pick_backend(name: str, decoder, args: dict) -> _Backend:
     if name == "auto":
+        device = args["z"].device.type
         for b in _BACKENDS.values():
+            if b.auto_devices is not None and device not in b.auto_devices:
+                continue
             if b.unavailable() is None and b.unsupported(decoder, args) is None:
-                return b
+                if b.prepare is None or b.prepare(False) is None:
+                    return b
         raise RuntimeError("render: no backend can take this call")  # unreachable: reference takes all
     if name not in _BACKENDS:
         raise ValueError(f"render: unknown `backend` {name!r}; choose 'auto' or one of {list(_BACKENDS)}")
     b = _BACKENDS[name]
-    reason = b.unavailable() or b.unsupported(decoder, args)
+    reason = b.unavailable() or b.unsupported(decoder, args) or (b.prepare(True) if b.prepare else None)
     if reason is not None:
         raise RuntimeError(f"render: backend {name!r} cannot run this call: {reason}")
     return b
@@ -82,7 +169,8 @@ def _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples
     if R == 0:
         raise ValueError("render: `origins` has no rays (R = 0)")
     if directions.shape != origins.shape:
-        raise ValueError(f"render: `directions` must be {tuple(origins.shape)} like `origins`, got {tuple(directions.shape)}")
+        raise ValueError(f"render: `directions` must be {tuple(origins.shape)} like `origins`, "
+                         f"got {tuple(directions.shape)}")
     for name in ("near", "far", "valid") + (("jitter",) if jitter is not None else ()):
         if tensors[name].shape != (B, R):
             raise ValueError(f"render: `{name}` must be [B, R] = [{B}, {R}], got {tuple(tensors[name].shape)}")

@@ -363,6 +363,35 @@ def _table(rows: list[dict], peak: dict) -> str:
     return "\n".join(lines)
 
 
+def gpu_compile(archs, widths, dots, json_path=None) -> int:
+    """``--gpu-compile``: every triton kernel compiled for each arch, width and dot precision; one table; 1 where a
+    kernel spills at H <= 128, exceeds the architecture's shared memory or uses no tensor-core instruction."""
+    from .backends.triton import compile_report
+
+    rows = []
+    head = (f"{'arch':<6} {'kernel':<9} {'H':>4} {'dot':<5} {'BLOCK_M':>7} {'warps':>5} {'regs':>5} {'spill B':>8} "
+            f"{'smem KB':>8} {'HGMMA':>6} {'HMMA':>6} {'FFMA':>7} {'s':>5}  problems")
+    print(head)
+    print("-" * len(head))
+    for arch in archs:
+        for dot in dots:
+            for hidden in widths:
+                for kernel in ("forward", "backward"):
+                    r = compile_report(arch, kernel, hidden, dot)
+                    rows.append(r)
+                    print(f"{r['arch']:<6} {kernel:<9} {hidden:>4} {dot:<5} {r['block_m']:>7} {r['warps']:>5} "
+                          f"{r['registers']:>5} {r['spill_bytes']:>8} {r['shared_bytes'] / 1024:>8.1f} "
+                          f"{r['hgmma']:>6} {r['hmma']:>6} {r['ffma']:>7} {r['compile_s']:>5.1f}  "
+                          f"{'; '.join(r['problems']) or '-'}", flush=True)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(dict(triton_aot=rows), f, indent=1)
+    bad = [r for r in rows if r["problems"]]
+    if bad:
+        print(f"{len(bad)} kernel(s) with problems", file=sys.stderr)
+    return 1 if bad else 0
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m sdfsrn_fast.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", nargs="+", default=["tiny", "study"], choices=list(SHAPES))
@@ -379,12 +408,21 @@ def main(argv=None) -> None:
     p.add_argument("--train-step", action="store_true",
                    help="instead: a user's training step (CNN encoder + render + loss + backward), eager against "
                         "torch.compile, at the first of --shapes")
+    p.add_argument("--gpu-compile", action="store_true",
+                   help="instead: compile the triton kernels ahead of time for --archs (no GPU needed) and print "
+                        "registers, spills, shared memory and tensor-core instructions; exit 1 on a problem")
+    p.add_argument("--archs", nargs="+", type=int, default=[80, 90], help="--gpu-compile: sm_XX targets")
+    p.add_argument("--widths", nargs="+", type=int, default=[64, 128, 256], help="--gpu-compile: hidden widths")
+    p.add_argument("--dots", nargs="+", default=["fp32", "tf32", "bf16", "fp16"],
+                   help="--gpu-compile: dot precisions")
     p.add_argument("--worker", nargs=4, metavar=("BACKEND", "SHAPE", "MODE", "PRECISION"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         backend, shape, mode, precision = args.worker
         print(json.dumps(measure(backend, shape, mode, rounds=args.rounds, precision=precision)))
         return
+    if args.gpu_compile:
+        sys.exit(gpu_compile(args.archs, args.widths, args.dots, args.json))
     peak = {prec: gemm_gflops(prec) for prec in args.precisions}
     sgemm = gemm_gflops("32") if "32" not in peak else peak["32"]
     for prec, rate in peak.items():

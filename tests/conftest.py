@@ -1,6 +1,7 @@
 """Helpers shared by the test files: cameras around the unit sphere and small decoders."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -9,6 +10,11 @@ from sdfsrn_fast import SDFDecoder
 from sdfsrn_fast.cameras import orbit_rays, sphere_near_far
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+if not torch.cuda.is_available():
+    # no GPU: the triton backend's kernels run in triton's CPU interpreter (tests/test_triton.py); the variable is
+    # read when the kernels are defined, on the backend's first use, after this
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def make_rays(batch=2, height=8, width=8, dtype=torch.float32, seed=0, fov=math.radians(50), distance=2.5):

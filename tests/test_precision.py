@@ -1,5 +1,6 @@
-"""Mixed precision (``shared/SPEC.md``, Precision): ``render`` inside ``torch.autocast`` against the float64 reference by
-flash-attention's low-precision rule, the dtypes it hands back, and that nothing changes outside autocast."""
+"""Mixed precision (``shared/SPEC.md``, Precision): ``render`` inside ``torch.autocast`` against the float64
+reference by flash-attention's low-precision rule, the dtypes it hands back, and that nothing changes outside
+autocast."""
 
 import copy
 

@@ -12,6 +12,7 @@ import torch
 
 from sdfsrn_fast.study import priors
 from sdfsrn_fast.study import train as train_mod
+from sdfsrn_fast.study.config import native_bfloat16
 from sdfsrn_fast.study.train import TrainError, preset_config, train
 
 from tiny_encoder import TinyEncoder
@@ -41,6 +42,8 @@ def test_loss_falls(tmp_path):
     assert result.summary["train_mse"] == rows[-1]["train_mse"]
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["hidden"] == 32 and cfg["preset"] == "quick"
+    # the quick preset's precision "auto" is saved as what it resolved to on this machine
+    assert cfg["precision"] == ("bf16" if native_bfloat16(torch.device("cpu")) else "32")
     assert cfg["mirror_weight"] == cfg["central_weight"] == 1.0  # the quick preset's priors are on and logged
     assert rows[-1]["mirror"] > 0 and rows[-1]["central"] > 0
 

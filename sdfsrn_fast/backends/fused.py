@@ -38,7 +38,8 @@ from torch.utils.checkpoint import checkpoint
 
 from .reference import sample_points, soft_silhouette
 
-__all__ = ["fused_forward", "fused_backward", "render_callable_chunked", "chunk_size", "decoder_weights", "Kernels",
+__all__ = ["fused_forward", "fused_backward", "kept_samples", "sample_points_at", "assemble_grads",
+           "render_callable_chunked", "chunk_size", "decoder_weights", "Kernels",
            "EAGER"]
 
 # Points per chunk, by device type. CPU: measured by `python -m sdfsrn_fast.bench --sweep-chunk` (no-grad
@@ -344,17 +345,14 @@ def fused_forward(kernels: Kernels, z, origins, directions, near, far, valid, ji
     return sil.view(B, R), sdf.view(B, R, S), lse.view(B, R)
 
 
-@torch.no_grad()
-def fused_backward(kernels: Kernels, grad_sil, sil, sdf, lse, z, origins, directions, near, far, valid, jitter,
-                   weights, num_samples: int, tau: float, tau_min: float, grad_eps: float, activation: str,
-                   beta: float, compute_dtype=None) -> list:
-    """Gradients ``[dz, dW0, db0, ..., dW4, db4]`` of the loss whose gradient w.r.t. the silhouettes of
-    :func:`fused_forward` is ``grad_sil`` [B, R] (arguments and outputs of that forward; see the module docstring
-    for what is kept and recomputed)."""
-    W0, b0, W1, b1, W2, b2, W3, b3, W4, b4 = weights
-    B, R, _ = origins.shape
+def kept_samples(grad_sil, sil, sdf, lse, valid, jitter, num_samples: int, tau: float, tau_min: float,
+                 grad_eps: float):
+    """The samples the sparse backward recomputes, in the order of the forward's samples (by ray, then along it):
+    ``(rays [n], k [n], g [n])``: each one's ray (into B * R), its offset along the ray (``index + 0.5`` plus any
+    jitter, for :func:`sample_points_at`) and ``g = dL/ds`` there. Kept: ``w_k >= grad_eps`` on rays whose
+    ``|dL/dm|`` is at least ``grad_eps`` times the largest; with ``grad_eps = 0`` every term that is not negligible
+    even in float64 (2^-80 of the largest)."""
     S = num_samples
-    L, H = z.shape[1], W1.shape[0]
     ray_index = valid.reshape(-1).nonzero().squeeze(1)
     sil_v = sil.reshape(-1)[ray_index]
     dm = -(1.0 / tau) * sil_v * (1 - sil_v) * grad_sil.reshape(-1)[ray_index]  # [Nv]
@@ -369,16 +367,27 @@ def fused_backward(kernels: Kernels, grad_sil, sil, sdf, lse, z, origins, direct
     else:  # exact: drop only what is 2^-80 below the largest term, which float32 would carry as denormals
         keep = ds.abs() > largest(ds) * 2.0**-80  # (denormals made this backward 40x slower: 66 s vs 1.6 s)
     idx = keep.view(-1).nonzero().squeeze(1)
-    g_all = ds.view(-1)[idx]
-    rays = ray_index[torch.div(idx, S, rounding_mode="floor")]  # the kept samples' rays, in B * R
-    k = (idx % S).to(near.dtype) + 0.5
+    rays = ray_index[torch.div(idx, S, rounding_mode="floor")]
+    k = (idx % S).to(sdf.dtype) + 0.5
     jit = _tail(jitter, rays)
-    k = k if jit is None else k + jit
+    return rays, (k if jit is None else k + jit), ds.view(-1)[idx]
+
+
+@torch.no_grad()
+def fused_backward(kernels: Kernels, grad_sil, sil, sdf, lse, z, origins, directions, near, far, valid, jitter,
+                   weights, num_samples: int, tau: float, tau_min: float, grad_eps: float, activation: str,
+                   beta: float, compute_dtype=None) -> list:
+    """Gradients ``[dz, dW0, db0, ..., dW4, db4]`` of the loss whose gradient w.r.t. the silhouettes of
+    :func:`fused_forward` is ``grad_sil`` [B, R] (arguments and outputs of that forward; see the module docstring
+    for what is kept and recomputed)."""
+    B, R, _ = origins.shape
+    S, H = num_samples, weights[2].shape[0]
+    rays, k, g_all = kept_samples(grad_sil, sil, sdf, lse, valid, jitter, S, tau, tau_min, grad_eps)
     kept_points = sample_points_at(origins.reshape(-1, 3)[rays], directions.reshape(-1, 3)[rays],
                                    near.reshape(-1)[rays], far.reshape(-1)[rays], k, S).contiguous()
     sample_b = torch.div(rays, R, rounding_mode="floor")
     c0_shape, c2_shape, kernel_weights = _latent_share(z, *weights, compute_dtype=compute_dtype)
-    n = idx.shape[0]
+    n = rays.shape[0]
     STATS["backward_points"] = n
     chunk = kernels.chunk or max(n, 1)
     dc0 = torch.zeros(B, H, dtype=z.dtype, device=z.device)
@@ -393,9 +402,18 @@ def fused_backward(kernels: Kernels, grad_sil, sil, sdf, lse, z, origins, direct
         dc2.index_add_(0, bidx, d2)
         acc = list(rest) if acc is None else [a + r for a, r in zip(acc, rest)]
     dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4 = acc
+    return assemble_grads(z, weights, dc0, dc2, dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4)
+
+
+def assemble_grads(z, weights, dc0, dc2, dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4) -> list:
+    """``[dz, dW0, db0, ..., dW4, db4]`` from the sums a backward collected: dc0, dc2 [B, H] the pre-activation
+    gradients of layers 1 and 3 summed per shape (the latent's share), the xyz columns' and the H x H layers'
+    weight gradients, the output layer's [H] and []."""
+    W0, W2 = weights[0], weights[4]
+    L, H = z.shape[1], weights[2].shape[0]
     dz = dc0 @ W0[:, :L] + dc2 @ W2[:, H : H + L]
     return [dz, torch.cat([dc0.t() @ z, dW0p], dim=1), dc0.sum(0), dW1, db1,
-            torch.cat([dW2h, dc2.t() @ z, dW2p], dim=1), dc2.sum(0), dW3, db3, dW4[None, :], db4.reshape(1)]
+            torch.cat([dW2h, dc2.t() @ z, dW2p], dim=1), dc2.sum(0), dW3, db3, dW4.reshape(1, -1), db4.reshape(1)]
 
 
 def render_callable_chunked(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, jitter,

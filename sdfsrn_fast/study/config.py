@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 
 __all__ = ["Config", "PRESETS", "PRECISIONS", "RESUME_FIELDS", "TrainError", "preset_config", "check_config",
-           "resolve_device", "autocast_dtype"]
+           "resolve_device", "autocast_dtype", "resolve_precision", "native_bfloat16"]
 
 
 @dataclass
@@ -49,7 +49,9 @@ class Config:
     fit_sphere_steps: int = 200
     init_radius: float = 0.45
     backend: str = "auto"
-    precision: str = "32"  # "32", or mixed: "bf16" (any device), "16" (float16; CUDA and MPS)
+    # "32", or mixed: "bf16" (any device), "16" (float16; CUDA and MPS); "auto": bf16 on CPUs with native bfloat16
+    # matmuls (AVX512-BF16 or AMX), else 32. A run saves the precision it resolved to.
+    precision: str = "32"
     encoder: Optional[str] = None  # "package.module:Class", called as Class(latent_dim=latent)
     eval_every: int = 50
     device: str = "auto"
@@ -58,8 +60,10 @@ class Config:
 
 PRESETS = {
     # Finishes in minutes on a 2-core laptop CPU (measured: see the README).
+    # precision "auto": bfloat16 on CPUs with native bfloat16 matmuls, where it trained as well as float32 in less
+    # time (docs/results.md, Mixed precision).
     "quick": dict(epochs=300, rays=64, rays_per_step=1024, samples=32, hidden=128, eval_samples=64, eval_every=100,
-                  mirror_weight=1.0, central_weight=1.0),
+                  mirror_weight=1.0, central_weight=1.0, precision="auto"),
     # The original study: 50 shapes, 64x64, 64 samples per ray, hidden 256, latent 128, 300 epochs.
     "study": dict(epochs=300, rays=64, samples=64, hidden=256, eval_samples=64, eval_every=50),
 }
@@ -84,14 +88,31 @@ def preset_config(name: str, **overrides) -> Config:
     return dataclasses.replace(cfg, **overrides)
 
 
-PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16, "auto": None}
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether this device multiplies bfloat16 natively: a CPU with AVX512-BF16 or AMX tiles (CUDA and MPS: not
+    measured here, so no)."""
+    if device.type != "cpu":
+        return False
+    cpu = torch.cpu
+    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` made concrete for this device; the others checked against it."""
+    if precision == "auto":
+        return "bf16" if native_bfloat16(device) else "32"
+    if precision == "16" and device.type not in ("cuda", "mps"):
+        raise TrainError(f"--precision 16 (float16) is for CUDA and MPS; on {device.type} use bf16")
+    return precision
 
 
 def autocast_dtype(cfg: Config, device: torch.device):
     """The dtype training runs the model in under ``torch.autocast`` (None: float32, no autocast)."""
-    if cfg.precision == "16" and device.type not in ("cuda", "mps"):
-        raise TrainError(f"--precision 16 (float16) is for CUDA and MPS; on {device.type} use bf16")
-    return PRECISIONS[cfg.precision]
+    return PRECISIONS[resolve_precision(cfg.precision, device)]
 
 
 def check_config(cfg: Config) -> None:

@@ -30,7 +30,7 @@ from .. import render
 from ..cameras import camera_frame
 from ..models import SDFDecoder
 from .config import (RESUME_FIELDS, Config, PRESETS, TrainError, autocast_dtype, check_config, preset_config,
-                     resolve_device)
+                     resolve_device, resolve_precision)
 from .data import FAMILIES, ShapeDataset
 from .priors import ball_points, eikonal, symmetry_losses, view_mirrors
 from .runs import build_encoder, check_encoder, load_data, read_checkpoint, save_atomic
@@ -105,6 +105,7 @@ def _setup(cfg: Config, encoder, resume: bool, overwrite: bool) -> _Run:
     check_config(cfg)
     rank, world, local_rank = _dist_setup()
     device = resolve_device(cfg.device, local_rank)
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device))  # saved as resolved
     out = Path(cfg.out)
     if not resume and not overwrite and (out / "checkpoint.pt").exists():
         raise TrainError(f"{out} already holds a run; continue it with --resume {out}, or start it over with "
@@ -153,7 +154,8 @@ def _resume(run: _Run) -> None:
     try:
         run.encoder.load_state_dict(ckpt["encoder"])
     except RuntimeError:
-        raise TrainError(f"cannot resume {out}: its encoder's weights do not fit {type(run.encoder).__name__}") from None
+        raise TrainError(f"cannot resume {out}: its encoder's weights do not fit "
+                         f"{type(run.encoder).__name__}") from None
     run.decoder.load_state_dict(ckpt["decoder"])
     run.opt.load_state_dict(ckpt["optimizer"])
     if ckpt["epoch"] >= cfg.epochs:

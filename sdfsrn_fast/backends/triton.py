@@ -1,0 +1,560 @@
+"""Backend ``triton``: the decoder + ray march + soft minimum as fused Triton kernels (CUDA; the CPU under
+``TRITON_INTERPRET=1`` for tests), registered as the custom ops ``sdfsrn_fast::triton_render`` and
+``sdfsrn_fast::triton_render_backward`` (:mod:`._ops`).
+
+Forward (:func:`_render_fwd_kernel`): one program takes ``BLOCK_R`` valid rays and walks their samples in chunks
+of ``BLOCK_S`` (``BLOCK_M = BLOCK_R * BLOCK_S`` points a tile). It computes the points from (origin, direction,
+near, far, jitter), gathers each point's latent share of layers 1 and 3 (``W_z z + b``, computed once per shape
+on the host), adds the xyz parts of layers 1 and 3 as three FMAs, runs the three H x H layers as ``tl.dot`` on
+64-wide tiles of the hidden dimension (a tuple of ``[BLOCK_M, 64]`` tiles, ``out_j = sum_i h_i W_ij``), the
+output layer as a row reduction, and keeps an online logsumexp per ray (FlashAttention's pattern), so any S
+works. It writes only the per-sample SDF, the per-ray logsumexp and the silhouette; no hidden activation reaches
+global memory. Only valid rays get programs.
+
+Backward: the host picks the kept samples exactly as the compiled backend does
+(:func:`~sdfsrn_fast.backends.fused.kept_samples`); :func:`_render_bwd_kernel` recomputes the decoder there,
+backpropagates ``g = dL/ds`` through it (``d_l = (d_{l+1} W_{l+1}) * act'(h_l)``, with ``act'`` read off the
+activations) and writes, per kept sample and layer, the compact tiles ``h_l`` and ``d_l``. The weight gradients
+``D_l^T H_{l-1}`` are then cuBLAS matmuls (tiny-cuda-nn's split), and the latent's share of ``d_0``, ``d_2`` sums
+per shape through a one-hot matmul: deterministic, no atomics. Why the split and not in-kernel per-program
+partials: at H = 256 keeping the three ``dW`` tiles of a program on chip needs 256-450 KB of shared memory and
+spills 5.5-17 KB of registers (``shared/TRITON_NOTES.md``, backward probe, sm_90 bf16), while the split moves
+about 8H bytes per kept sample and layer, and the backward touches only the few per cent of samples whose
+soft-min weight is at least ``grad_eps``.
+
+Precision (``shared/SPEC.md``): float32 with IEEE ``tl.dot`` (exact to float32 round-off); tf32 operands when
+``torch.get_float32_matmul_precision() != "highest"`` (CUDA); bfloat16/float16 operands under ``torch.autocast``;
+float64 where the dot supports it (the interpreter; gradcheck). Accumulation, the xyz FMAs, the latent shares, the
+output layer and the soft minimum are in the accumulator dtype (float32, or float64). The interpreter's bfloat16
+``tl.dot`` is wrong (triton #11584) and its float32->bfloat16 cast truncates: under ``TRITON_INTERPRET=1``
+bfloat16 runs as an exact emulation, operands rounded to nearest-even bfloat16 by bit arithmetic and multiplied
+in IEEE float32, which is what the tensor cores compute.
+
+Cost on paper, per sample at hidden width H (study: H = 256; latent shares computed once per shape, so the latent
+width does not enter): forward ``2 (3H + 3H + 3 H^2 + H) = 6 H^2 + 14 H`` FLOP = 396 kFLOP at H = 256; it reads
+per tile the three ``H x H`` weight matrices (``3 H^2 x 2`` bytes in bf16, 393 KB at H = 256, from L2, shared by
+the ``BLOCK_M`` points of a tile: 3 KB per point at ``BLOCK_M = 128``) and writes 4 bytes (its SDF): arithmetic
+intensity about 130 FLOP/B against L2 at ``BLOCK_M = 128``, and above 10^5 FLOP/B against HBM (the weights stay in
+L2; per sample only 4 bytes go out). H100/H200 dense peaks (SXM): bf16/fp16 989 TFLOP/s, tf32 495, fp32 (no tensor
+cores) 67; HBM 3.35 TB/s (H100) / 4.8 TB/s (H200), ridge points near 300 / 200 FLOP/B for bf16: the forward is
+compute-bound in every precision, so its ceiling is the tensor-core rate (about 2.5 G samples/s in bf16 at
+H = 256). Backward per kept sample: the recompute (396 kFLOP) plus ``d @ W`` for three layers (``6 H^2``) in the
+kernel, writing ``7 H`` values (h0..h3, d1..d3; d0 in the accumulator dtype): 7 x 256 x 2 = 3.6 KB in bf16 for
+790 kFLOP, about 220 FLOP/B, near the H200's ridge; then ``D^T H`` in cuBLAS (``6 H^2`` FLOP, reading the same
+tiles).
+
+Block sizes: ``BLOCK_M = 128`` points a tile (``BLOCK_R = 2`` rays x ``BLOCK_S = 64`` samples at S = 64), 8 warps,
+64-wide hidden tiles: the configuration TRITON_NOTES measured without spills at H <= 128 and with 224 B of spill
+at H = 256 on sm_90 in bf16 (wgmma needs at least 64 rows; at 32 rows only HMMA remains). Float32 (IEEE, 3 dots
+per product on tensor cores in tf32x3 or FMA) and tf32 take ``BLOCK_M = 64`` with 4 warps, their measured
+no-spill point at H = 128. ``python -m sdfsrn_fast.bench --gpu-compile`` compiles every kernel here for sm_80 and
+sm_90 without a GPU and prints registers, spills, shared memory and tensor-core instructions.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ._ops import define_render_ops
+from .fused import STATS, decoder_weights, kept_samples
+
+try:  # the module is imported only when the backend is asked for (render's dispatch imports it lazily)
+    import triton
+    import triton.language as tl
+
+    _IMPORT_ERROR = None
+except ImportError as err:  # pragma: no cover - exercised where triton is absent
+    triton = tl = None
+    _IMPORT_ERROR = err
+
+__all__ = ["render_triton", "triton_render", "kernel_config", "KERNELS", "interpreting"]
+
+
+def interpreting() -> bool:
+    """Whether triton runs its kernels in its CPU interpreter (TRITON_INTERPRET=1, set before triton is imported)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _act(x, ACT: tl.constexpr, BETA):
+        """ReLU (ACT 0) or softplus(x, beta) with torch's threshold (beta x > 20: x)."""
+        if ACT == 0:
+            return tl.maximum(x, 0.0)
+        else:
+            bx = x * BETA
+            e = tl.exp(tl.minimum(bx, 20.0))
+            log1p = tl.where(e < 1e-4, e - 0.5 * e * e, tl.log(1.0 + e))  # log1p, accurate for small e
+            return tl.where(bx > 20.0, x, log1p / BETA)
+
+    @triton.jit
+    def _act_grad(h, ACT: tl.constexpr, BETA):
+        """act'(a) read off h = act(a): ReLU 1[h > 0]; softplus sigmoid(beta a) = 1 - exp(-beta h)."""
+        if ACT == 0:
+            return (h > 0).to(h.dtype)
+        else:
+            return 1.0 - tl.exp(-BETA * h)
+
+    @triton.jit
+    def _round_bf16(x):
+        """x (float32) rounded to the nearest bfloat16 value, ties to even, kept in float32 (the emulation)."""
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return bits.to(tl.float32, bitcast=True)
+
+    @triton.jit
+    def _operand(x, DOT: tl.constexpr):
+        """A dot operand in the dot's precision. DOT: 0 IEEE / 1 tf32 (the input's dtype), 2 bfloat16, 3 float16,
+        4 bfloat16 emulated in float32 (the interpreter)."""
+        if DOT == 2:
+            return x.to(tl.bfloat16)
+        elif DOT == 3:
+            return x.to(tl.float16)
+        elif DOT == 4:
+            return _round_bf16(x.to(tl.float32))
+        else:
+            return x
+
+    @triton.jit
+    def _operands(tiles, DOT: tl.constexpr, NT: tl.constexpr):
+        out = ()
+        for j in tl.static_range(NT):
+            out = out + (_operand(tiles[j], DOT),)
+        return out
+
+    @triton.jit
+    def _dot(a, b, acc, DOT: tl.constexpr):
+        if DOT == 1:
+            return tl.dot(a, b, acc, input_precision="tf32")
+        elif DOT == 0 or DOT == 4:
+            return tl.dot(a, b, acc, input_precision="ieee")
+        else:
+            return tl.dot(a, b, acc)
+
+    @triton.jit
+    def _share(C, W_P, b, px, py, pz, cols, H: tl.constexpr):
+        """[BLOCK_M, HT] pre-activation of a layer's latent + xyz part for hidden columns ``cols``:
+        ``C[b, cols] + p . W_P[cols, :]`` (C: per-shape ``W_z z + bias`` [B, H]; W_P: the xyz columns [H, 3]).
+        A program's points all belong to shape ``b`` (see :func:`_programs`): the share is one row, broadcast
+        (a per-point gather of it cost 76 more registers and a spill at H = 128, sm_90 bf16)."""
+        cm = cols < H
+        share = tl.load(C + b * H + cols, mask=cm, other=0.0)[None, :]
+        wx = tl.load(W_P + cols * 3 + 0, mask=cm, other=0.0)
+        wy = tl.load(W_P + cols * 3 + 1, mask=cm, other=0.0)
+        wz = tl.load(W_P + cols * 3 + 2, mask=cm, other=0.0)
+        return share + px[:, None] * wx[None, :] + py[:, None] * wy[None, :] + pz[:, None] * wz[None, :]
+
+    @triton.jit
+    def _layer(h, W, j, ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, HT: tl.constexpr,
+               NT: tl.constexpr, H: tl.constexpr, TRANSPOSE: tl.constexpr):
+        """Output tile j [BLOCK_M, HT] of ``h @ W^T`` (TRANSPOSE False; forward) or ``h @ W`` (True; backward),
+        W [H, H] row-major, h a tuple of NT input tiles already in the dot's precision."""
+        r = tl.arange(0, HT)
+        acc = tl.zeros([BLOCK_M, HT], dtype=ACC)
+        out_c = j * HT + r
+        for i in tl.static_range(NT):
+            in_r = i * HT + r
+            mask = (in_r[:, None] < H) & (out_c[None, :] < H)
+            if TRANSPOSE:  # tile [in i, out j] of W: W[in, out]
+                w = tl.load(W + in_r[:, None] * H + out_c[None, :], mask=mask, other=0.0)
+            else:  # tile of W^T: W[out, in]
+                w = tl.load(W + out_c[None, :] * H + in_r[:, None], mask=mask, other=0.0)
+            acc = _dot(h[i], _operand(w, DOT), acc, DOT)
+        return acc
+
+    @triton.jit
+    def _bias(B, cols, H: tl.constexpr):
+        return tl.load(B + cols, mask=cols < H, other=0.0)[None, :]
+
+    # Layer 1's pre-activation has no dot of its own: left alone, triton computed it in a blocked layout where each
+    # thread held 32 of the 128 rows, and every per-point vector (origin, direction, near, step, jitter) three times
+    # over: 255 registers and 900 B of spill at H = 64 (sm_90, bf16). Adding a [BLOCK_M, 16] x [16, HT] dot of
+    # zeros (one tiny wgmma) puts it in the accumulators' layout: 140 registers, no spill.
+    @triton.jit
+    def _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, ACT: tl.constexpr, BETA,
+                       ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, HT: tl.constexpr,
+                       NT: tl.constexpr, H: tl.constexpr):
+        """The four hidden layers at BLOCK_M points: tuples (h0, h1, h2, h3) of NT [BLOCK_M, HT] tiles each,
+        h0..h2 in the dot's precision (they feed the next dot), h3 in the accumulator dtype."""
+        r = tl.arange(0, HT)
+        h0 = ()
+        for j in tl.static_range(NT):
+            a0 = _share(C0, W0P, b, px, py, pz, j * HT + r, H)
+            if ACC == tl.float32:  # a dot of zeros into it: lays a0 out as the dots' accumulators are (see below)
+                a0 = tl.dot(tl.zeros([BLOCK_M, 16], dtype=tl.bfloat16), tl.zeros([16, HT], dtype=tl.bfloat16), a0)
+            h0 = h0 + (_operand(_act(a0, ACT, BETA).to(ACC), DOT),)
+        h1 = ()
+        for j in tl.static_range(NT):
+            a = _layer(h0, W1, j, ACC, DOT, BLOCK_M, HT, NT, H, False) + _bias(B1, j * HT + r, H)
+            h1 = h1 + (_operand(_act(a, ACT, BETA), DOT),)
+        h2 = ()
+        for j in tl.static_range(NT):
+            a = _layer(h1, W2H, j, ACC, DOT, BLOCK_M, HT, NT, H, False) + _share(C2, W2P, b, px, py, pz, j * HT + r, H)
+            h2 = h2 + (_operand(_act(a, ACT, BETA), DOT),)
+        h3 = ()
+        for j in tl.static_range(NT):
+            a = _layer(h2, W3, j, ACC, DOT, BLOCK_M, HT, NT, H, False) + _bias(B3, j * HT + r, H)
+            h3 = h3 + (_act(a, ACT, BETA),)
+        return h0, h1, h2, h3
+
+    @triton.jit
+    def _render_fwd_kernel(
+        O, D, NEAR, FAR, JIT, RAYS,  # rays [B*R, 3] / [B*R]; RAYS [n_rays] the valid rays, in order
+        PROG_B, PROG_START, PROG_END,  # per program: its shape, its first and end slot in RAYS (see _programs)
+        C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, W4, B4,  # shares [B, H]; xyz columns [H, 3]; H x H layers; output
+        SDF, LSE, SIL,  # out: [B*R, S], [B*R], [B*R]
+        R, S, inv_tau_min, tau_min_over_tau, BETA,
+        ACT: tl.constexpr, HAS_JIT: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr,
+        BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr,
+    ):
+        BLOCK_M: tl.constexpr = BLOCK_R * BLOCK_S
+        pid = tl.program_id(0)
+        b = tl.load(PROG_B + pid).to(tl.int64)
+        first = tl.load(PROG_START + pid)
+        end = tl.load(PROG_END + pid)
+        m = tl.arange(0, BLOCK_M)
+        slot = first + m // BLOCK_S
+        ray_ok = slot < end
+        ray = tl.load(RAYS + slot, mask=ray_ok, other=0).to(tl.int64)
+        ox = tl.load(O + ray * 3 + 0, mask=ray_ok, other=0.0).to(ACC)
+        oy = tl.load(O + ray * 3 + 1, mask=ray_ok, other=0.0).to(ACC)
+        oz = tl.load(O + ray * 3 + 2, mask=ray_ok, other=0.0).to(ACC)
+        dx = tl.load(D + ray * 3 + 0, mask=ray_ok, other=0.0).to(ACC)
+        dy = tl.load(D + ray * 3 + 1, mask=ray_ok, other=0.0).to(ACC)
+        dz = tl.load(D + ray * 3 + 2, mask=ray_ok, other=0.0).to(ACC)
+        near = tl.load(NEAR + ray, mask=ray_ok, other=0.0).to(ACC)
+        step = (tl.load(FAR + ray, mask=ray_ok, other=0.0).to(ACC) - near) / S
+        if HAS_JIT:
+            jit = tl.load(JIT + ray, mask=ray_ok, other=0.0).to(ACC)
+        r = tl.arange(0, HT)
+        w4 = ()
+        for j in tl.static_range(NT):
+            w4 = w4 + (tl.load(W4 + j * HT + r, mask=j * HT + r < H, other=0.0).to(ACC),)
+        b4 = tl.load(B4).to(ACC)
+        m_i = tl.full([BLOCK_R], float("-inf"), dtype=ACC)
+        l_i = tl.zeros([BLOCK_R], dtype=ACC)
+        for s0 in range(0, S, BLOCK_S):
+            k = s0 + m % BLOCK_S
+            ok = ray_ok & (k < S)
+            kf = k.to(ACC) + 0.5
+            if HAS_JIT:
+                kf = kf + jit
+            t = near + kf * step  # as sample_points_at: near + k (far - near) / S
+            px, py, pz = ox + t * dx, oy + t * dy, oz + t * dz
+            h0, h1, h2, h3 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, ACT, BETA, ACC, DOT,
+                                            BLOCK_M, HT, NT, H)
+            sdf = tl.zeros([BLOCK_M], dtype=ACC) + b4
+            for j in tl.static_range(NT):
+                sdf += tl.sum(h3[j] * w4[j][None, :], axis=1)
+            tl.store(SDF + ray * S + k, sdf.to(SDF.dtype.element_ty), mask=ok)
+            x = tl.reshape(tl.where(ok, -sdf * inv_tau_min, float("-inf")), [BLOCK_R, BLOCK_S])
+            m_new = tl.maximum(m_i, tl.max(x, axis=1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            l_i = l_i * tl.exp(m_i - m_safe) + tl.sum(tl.exp(x - m_safe[:, None]), axis=1)
+            m_i = m_new
+        rr = first + tl.arange(0, BLOCK_R)
+        rr_ok = rr < end
+        ray_r = tl.load(RAYS + rr, mask=rr_ok, other=0).to(tl.int64)
+        lse = tl.where(rr_ok, m_i + tl.log(tl.where(rr_ok, l_i, 1.0)), 0.0)
+        tl.store(LSE + ray_r, lse.to(LSE.dtype.element_ty), mask=rr_ok)
+        sil = 1.0 / (1.0 + tl.exp(-lse * tau_min_over_tau))  # sigmoid(-m / tau), m = -tau_min lse
+        tl.store(SIL + ray_r, sil.to(SIL.dtype.element_ty), mask=rr_ok)
+
+    @triton.jit
+    def _store_tiles(BUF, rows, ok, tiles, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr):
+        r = tl.arange(0, HT)
+        for j in tl.static_range(NT):
+            cols = j * HT + r
+            tl.store(BUF + rows[:, None] * H + cols[None, :], tiles[j].to(BUF.dtype.element_ty),
+                     mask=ok[:, None] & (cols[None, :] < H))
+
+    @triton.jit
+    def _backprop(d, W, Hbuf, rows, ok, ACT: tl.constexpr, BETA, ACC: tl.constexpr, DOT: tl.constexpr,
+                  BLOCK_M: tl.constexpr, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr):
+        """``(d @ W) * act'(h)`` tile by tile (d: tuple of dot operands; h read back from the activations this
+        program stored in Hbuf): the pre-activation gradient of the layer below, in the accumulator dtype."""
+        r = tl.arange(0, HT)
+        out = ()
+        for j in tl.static_range(NT):
+            cols = j * HT + r
+            h = tl.load(Hbuf + rows[:, None] * H + cols[None, :], mask=ok[:, None] & (cols[None, :] < H), other=0.0)
+            out = out + (_layer(d, W, j, ACC, DOT, BLOCK_M, HT, NT, H, True) * _act_grad(h.to(ACC), ACT, BETA),)
+        return out
+
+    @triton.jit
+    def _render_bwd_kernel(
+        O, D, NEAR, FAR, RAY, KOFF, G,  # kept samples: RAY [n] (into B*R), KOFF [n] offset along it, G [n] dL/ds
+        PROG_B, PROG_START, PROG_END,  # per program: its shape, its first and end kept sample
+        C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, W4,
+        H0, H1, H2, H3, D0, D1, D2, D3,  # out: [n, H] each
+        S, BETA,
+        ACT: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, HT: tl.constexpr,
+        NT: tl.constexpr, H: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        b = tl.load(PROG_B + pid).to(tl.int64)
+        rows = tl.load(PROG_START + pid) + tl.arange(0, BLOCK_M)
+        ok = rows < tl.load(PROG_END + pid)
+        ray = tl.load(RAY + rows, mask=ok, other=0).to(tl.int64)
+        near = tl.load(NEAR + ray, mask=ok, other=0.0).to(ACC)
+        t = near + tl.load(KOFF + rows, mask=ok, other=0.0).to(ACC) * ((tl.load(FAR + ray, mask=ok, other=0.0).to(ACC)
+                                                                          - near) / S)
+        px = tl.load(O + ray * 3 + 0, mask=ok, other=0.0).to(ACC) + t * tl.load(D + ray * 3, mask=ok, other=0.0).to(ACC)
+        py = (tl.load(O + ray * 3 + 1, mask=ok, other=0.0).to(ACC)
+              + t * tl.load(D + ray * 3 + 1, mask=ok, other=0.0).to(ACC))
+        pz = (tl.load(O + ray * 3 + 2, mask=ok, other=0.0).to(ACC)
+              + t * tl.load(D + ray * 3 + 2, mask=ok, other=0.0).to(ACC))
+        g = tl.load(G + rows, mask=ok, other=0.0).to(ACC)
+        h0, h1, h2, h3 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, ACT, BETA, ACC, DOT,
+                                        BLOCK_M, HT, NT, H)
+        _store_tiles(H0, rows, ok, h0, HT, NT, H)
+        _store_tiles(H1, rows, ok, h1, HT, NT, H)
+        _store_tiles(H2, rows, ok, h2, HT, NT, H)
+        _store_tiles(H3, rows, ok, h3, HT, NT, H)
+        r = tl.arange(0, HT)
+        d3 = ()
+        for j in tl.static_range(NT):
+            w4 = tl.load(W4 + j * HT + r, mask=j * HT + r < H, other=0.0).to(ACC)
+            d3 = d3 + (_operand(g[:, None] * w4[None, :] * _act_grad(h3[j], ACT, BETA), DOT),)
+        _store_tiles(D3, rows, ok, d3, HT, NT, H)
+        tl.debug_barrier()  # this program's h tiles, stored above, are read back by other threads below
+        d2 = _backprop(d3, W3, H2, rows, ok, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H)
+        _store_tiles(D2, rows, ok, d2, HT, NT, H)  # in the accumulator dtype: it also meets xyz and the latent
+        d1 = _backprop(_operands(d2, DOT, NT), W2H, H1, rows, ok, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H)
+        d1 = _operands(d1, DOT, NT)
+        _store_tiles(D1, rows, ok, d1, HT, NT, H)
+        d0 = _backprop(d1, W1, H0, rows, ok, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H)
+        _store_tiles(D0, rows, ok, d0, HT, NT, H)
+
+
+# ------------------------------------------------------------------------------------------------- host side
+
+# The compiled kernel of the last launch per (kernel, width, DOT mode): its n_regs / n_spills on a GPU.
+LAUNCHED: dict = {}
+
+# Kept samples per backward launch: bounds the h / d buffers (8 x [CHUNK, H]; 67 MB in float32 at H = 256).
+BACKWARD_CHUNK = 8192
+
+
+def _precision(dtype: torch.dtype, compute_dtype, device: torch.device):
+    """(DOT mode of the kernels, their accumulator dtype, the dtype of dot operands and the stored h / d tiles)."""
+    if dtype == torch.float64:
+        return 0, tl.float64, torch.float64
+    if compute_dtype == torch.bfloat16:
+        return (4, tl.float32, torch.float32) if interpreting() else (2, tl.float32, torch.bfloat16)
+    if compute_dtype == torch.float16:
+        return 3, tl.float32, torch.float16
+    if device.type == "cuda" and torch.get_float32_matmul_precision() != "highest":
+        return 1, tl.float32, torch.float32
+    return 0, tl.float32, torch.float32
+
+
+def _programs(shape_of, num_shapes: int, block: int):
+    """Programs over items sorted by shape (valid rays, kept samples), each taking up to ``block`` items of ONE
+    shape: ``(shape, first item, end item)`` per program, int32. A program then reads its shape's latent share as
+    one row instead of a gather per point."""
+    count = torch.bincount(shape_of, minlength=num_shapes)
+    first_of_shape = torch.cumsum(count, 0) - count
+    per_shape = torch.div(count + block - 1, block, rounding_mode="floor")
+    shape = torch.repeat_interleave(torch.arange(num_shapes, device=shape_of.device), per_shape)
+    k = torch.arange(shape.numel(), device=shape_of.device) - (torch.cumsum(per_shape, 0) - per_shape)[shape]
+    first = first_of_shape[shape] + k * block
+    end = first_of_shape[shape] + count[shape]
+    return shape.to(torch.int32), first.to(torch.int32), end.to(torch.int32)
+
+
+def kernel_config(hidden: int, dot: int, num_samples: int = 64) -> dict:
+    """Tile sizes and warps (see the module docstring): 64-wide hidden tiles (16 at least, for tl.dot), 128 points a
+    tile and 8 warps for 16-bit dots, 64 and 4 for float32 / tf32 / float64."""
+    ht = min(64, max(16, triton.next_power_of_2(hidden)))
+    block_m = 128 if dot in (2, 3) else 64
+    block_s = min(block_m, max(16, triton.next_power_of_2(num_samples)))
+    return dict(HT=ht, NT=triton.cdiv(hidden, ht), H=hidden, BLOCK_M=block_m, BLOCK_S=block_s,
+                BLOCK_R=block_m // block_s, num_warps=8 if block_m == 128 else 4,
+                num_stages=int(os.environ.get("SDFSRN_TRITON_STAGES", "1")))
+
+
+def _kernel_weights(z, weights, op_dtype):
+    """Latent shares [B, H] (with the biases of layers 1 and 3), the xyz columns [H, 3] of layers 1 and 3, the
+    H x H matrices in the dot operands' dtype, the other biases and the output layer: contiguous."""
+    W0, b0, W1, b1, W2, b2, W3, b3, W4, b4 = weights
+    L, H = z.shape[1], W1.shape[0]
+    c0 = torch.addmm(b0, z, W0[:, :L].t())
+    c2 = torch.addmm(b2, z, W2[:, H : H + L].t())
+    mats = [w.to(op_dtype).contiguous() for w in (W1, W2[:, :H], W3)]
+    return dict(C0=c0.contiguous(), C2=c2.contiguous(), W0P=W0[:, L:].contiguous(), W2P=W2[:, H + L :].contiguous(),
+                W1=mats[0], B1=b1.contiguous(), W2H=mats[1], W3=mats[2], B3=b3.contiguous(),
+                W4=W4.reshape(-1).contiguous(), B4=b4.contiguous())
+
+
+@torch.no_grad()
+def triton_forward(z, origins, directions, near, far, valid, jitter, weights, num_samples: int, tau: float,
+                   tau_min: float, activation: str, beta: float, compute_dtype=None):
+    """``(sil [B, R], sdf [B, R, S], lse [B, R])`` as :func:`~sdfsrn_fast.backends.fused.fused_forward`."""
+    B, R, _ = origins.shape
+    S, H = num_samples, weights[2].shape[0]
+    dot, acc, op_dtype = _precision(z.dtype, compute_dtype, z.device)
+    cfg = kernel_config(H, dot, S)
+    w = _kernel_weights(z, weights, op_dtype)
+    rays = valid.reshape(-1).nonzero().squeeze(1).to(torch.int32)
+    n_rays = rays.numel()
+    sdf = z.new_zeros(B * R, S)
+    lse = z.new_zeros(B * R)
+    sil = z.new_zeros(B * R)
+    STATS.update(forward_points=n_rays * S, refined_points=0, screened_points=0, screen_error=0.0)
+    if n_rays:
+        progs = _programs(torch.div(rays, R, rounding_mode="floor"), B, cfg["BLOCK_R"])
+        LAUNCHED[("forward", H, dot)] = _render_fwd_kernel[(progs[0].numel(),)](
+            origins.contiguous(), directions.contiguous(), near.contiguous(), far.contiguous(),
+            jitter.contiguous() if jitter is not None else near, rays, *progs,
+            w["C0"], w["C2"], w["W0P"], w["W2P"], w["W1"], w["B1"], w["W2H"], w["W3"], w["B3"], w["W4"], w["B4"],
+            sdf, lse, sil, R, S, 1.0 / tau_min, tau_min / tau, float(beta),
+            ACT=0 if activation == "relu" else 1, HAS_JIT=jitter is not None, ACC=acc, DOT=dot,
+            BLOCK_R=cfg["BLOCK_R"], BLOCK_S=cfg["BLOCK_S"], HT=cfg["HT"], NT=cfg["NT"], H=H,
+            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    return sil.view(B, R), sdf.view(B, R, S), lse.view(B, R)
+
+
+@torch.no_grad()
+def triton_backward(grad_sil, sil, sdf, lse, z, origins, directions, near, far, valid, jitter, weights,
+                    num_samples: int, tau: float, tau_min: float, grad_eps: float, activation: str, beta: float,
+                    compute_dtype=None) -> list:
+    """Gradients ``[dz, dW0, db0, ..., dW4, db4]`` as :func:`~sdfsrn_fast.backends.fused.fused_backward`."""
+    from .fused import assemble_grads, sample_points_at
+
+    B, R, _ = origins.shape
+    S, H = num_samples, weights[2].shape[0]
+    dot, acc, op_dtype = _precision(z.dtype, compute_dtype, z.device)
+    cfg = kernel_config(H, dot, S)
+    w = _kernel_weights(z, weights, op_dtype)
+    rays, k, g = kept_samples(grad_sil, sil, sdf, lse, valid, jitter, S, tau, tau_min, grad_eps)
+    n = rays.numel()
+    STATS["backward_points"] = n
+    f = z.dtype
+    zeros = lambda *shape: torch.zeros(shape, dtype=f, device=z.device)  # noqa: E731
+    dW1, dW2h, dW3, dc0, dc2 = zeros(H, H), zeros(H, H), zeros(H, H), zeros(B, H), zeros(B, H)
+    db1, db3, dW4, dW0p, dW2p, db4 = zeros(H), zeros(H), zeros(H), zeros(H, 3), zeros(H, 3), zeros()
+    o, d, nr, fr = origins.reshape(-1, 3), directions.reshape(-1, 3), near.reshape(-1), far.reshape(-1)
+    shapes = torch.arange(B, device=z.device)
+    for start in range(0, n, BACKWARD_CHUNK):
+        ray, kk, gg = (t[start : start + BACKWARD_CHUNK].contiguous() for t in (rays, k, g))
+        m = ray.numel()
+        low = [torch.empty(m, H, dtype=op_dtype, device=z.device) for _ in range(5)]  # h0, h1, h2, d1, d3
+        full = [torch.empty(m, H, dtype=f, device=z.device) for _ in range(3)]  # h3, d0, d2
+        h0, h1, h2, d1, d3 = low
+        h3, d0, d2 = full
+        shape_of = torch.div(ray, R, rounding_mode="floor")
+        progs = _programs(shape_of, B, cfg["BLOCK_M"])
+        LAUNCHED[("backward", H, dot)] = _render_bwd_kernel[(progs[0].numel(),)](
+            o, d, nr, fr, ray.to(torch.int32), kk, gg, *progs,
+            w["C0"], w["C2"], w["W0P"], w["W2P"], w["W1"], w["B1"], w["W2H"], w["W3"], w["B3"], w["W4"],
+            h0, h1, h2, h3, d0, d1, d2, d3, S, float(beta),
+            ACT=0 if activation == "relu" else 1, ACC=acc, DOT=dot, BLOCK_M=cfg["BLOCK_M"], HT=cfg["HT"],
+            NT=cfg["NT"], H=H, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        p = sample_points_at(o[ray], d[ray], nr[ray], fr[ray], kk, S)
+        onehot = (shape_of[None, :] == shapes[:, None]).to(f)  # [B, m]
+        h0, h1, h2, d1, d3 = (t.to(f) for t in low)  # the weight gradients in the accumulator dtype
+        dW4 += gg @ h3
+        db4 += gg.sum()
+        dW3 += d3.t() @ h2
+        db3 += d3.sum(0)
+        dW2h += d2.t() @ h1
+        dW2p += d2.t() @ p
+        dc2 += onehot @ d2
+        dW1 += d1.t() @ h0
+        db1 += d1.sum(0)
+        dW0p += d0.t() @ p
+        dc0 += onehot @ d0
+    return assemble_grads(z, weights, dc0, dc2, dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4)
+
+
+triton_render = define_render_ops("triton", triton_forward, triton_backward) if triton is not None else None
+KERNELS = (_render_fwd_kernel, _render_bwd_kernel) if triton is not None else ()
+
+
+def render_triton(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter,
+                  compute_dtype=None):
+    """Arguments as in ``render`` (checked there; tau and tau_min as 0-d tensors; compute_dtype: autocast's)."""
+    sil, _, _ = triton_render(z, origins, directions, near, far, valid, jitter, decoder_weights(decoder), num_samples,
+                              tau, tau_min, grad_eps, decoder.activation, decoder.softplus_beta, compute_dtype)
+    return sil
+
+
+# ------------------------------------------------------------------------ ahead-of-time compilation (no GPU)
+
+# Shared memory per block on each architecture (sm_80: 163 KB, sm_90: 227 KB) and the tensor-core instructions
+# its dots should compile to (wgmma's HGMMA needs at least 64 rows a tile on sm_90; HMMA everywhere else).
+SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
+TENSOR_CORE_OPS = {80: ("HMMA",), 90: ("HGMMA", "HMMA")}
+AOT_PRECISIONS = {"fp32": 0, "tf32": 1, "bf16": 2, "fp16": 3}  # name -> DOT mode
+
+
+def _aot_source(kernel: str, hidden: int, dot: int, activation: str = "relu"):
+    from triton.compiler import ASTSource
+
+    cfg = kernel_config(hidden, dot)
+    op = {2: "*bf16", 3: "*fp16"}.get(dot, "*fp32")
+    f32, i32 = "*fp32", "*i32"
+    common = dict(C0=f32, C2=f32, W0P=f32, W2P=f32, W1=op, B1=f32, W2H=op, W3=op, B3=f32, W4=f32)
+    const = dict(ACT=0 if activation == "relu" else 1, ACC=tl.float32, DOT=dot, HT=cfg["HT"], NT=cfg["NT"], H=hidden)
+    if kernel == "forward":
+        sig = dict(O=f32, D=f32, NEAR=f32, FAR=f32, JIT=f32, RAYS=i32, PROG_B=i32, PROG_START=i32, PROG_END=i32,
+                   **common, B4=f32, SDF=f32, LSE=f32, SIL=f32, R="i32", S="i32", inv_tau_min="fp32",
+                   tau_min_over_tau="fp32", BETA="fp32")
+        const.update(HAS_JIT=True, BLOCK_R=cfg["BLOCK_R"], BLOCK_S=cfg["BLOCK_S"])
+        fn = _render_fwd_kernel
+    else:
+        sig = dict(O=f32, D=f32, NEAR=f32, FAR=f32, RAY=i32, KOFF=f32, G=f32, PROG_B=i32, PROG_START=i32,
+                   PROG_END=i32, **common, H0=op, H1=op, H2=op, H3=f32, D0=f32, D1=op, D2=f32, D3=op, S="i32",
+                   BETA="fp32")
+        const.update(BLOCK_M=cfg["BLOCK_M"])
+        fn = _render_bwd_kernel
+    sig.update({k: "constexpr" for k in const})
+    return ASTSource(fn=fn, signature=sig, constexprs=const), cfg
+
+
+def compile_report(arch: int, kernel: str, hidden: int, precision: str) -> dict:
+    """Compiles one kernel for sm_``arch`` without a GPU (``triton.compile`` with a ``GPUTarget``) and reads its
+    registers, spill (local memory) bytes, shared memory and tensor-core instructions off the cubin with the
+    ``cuobjdump`` shipped in the triton wheel."""
+    import re
+    import subprocess
+    import tempfile
+    import time
+
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia import __file__ as nvidia_init
+
+    dot = AOT_PRECISIONS[precision]
+    src, cfg = _aot_source(kernel, hidden, dot)
+    t0 = time.perf_counter()
+    ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                        options={"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]})
+    seconds = time.perf_counter() - t0
+    cuobjdump = os.path.join(os.path.dirname(nvidia_init), "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(ck.asm["cubin"])
+        f.flush()
+        usage = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+        sass = subprocess.run([cuobjdump, "-sass", f.name], capture_output=True, text=True, check=True).stdout
+    field = lambda name: int(re.search(rf"{name}:(\d+)", usage).group(1))  # noqa: E731
+    ops = {op: len(re.findall(rf"\b{op}\b", sass)) for op in ("HGMMA", "HMMA", "FFMA")}
+    shared = max(int(ck.metadata.shared), field("SHARED"))
+    tensor_core = sum(ops[op] for op in TENSOR_CORE_OPS[arch])
+    row = dict(arch=f"sm_{arch}", kernel=kernel, hidden=hidden, precision=precision, block_m=cfg["BLOCK_M"],
+               warps=cfg["num_warps"], registers=field("REG"), spill_bytes=field("LOCAL") + field("STACK"),
+               shared_bytes=shared, hgmma=ops["HGMMA"], hmma=ops["HMMA"], ffma=ops["FFMA"], compile_s=seconds)
+    problems = []
+    if row["spill_bytes"] and hidden <= 128:
+        problems.append("spills at H <= 128")
+    if shared > SHARED_LIMIT[arch]:
+        problems.append(f"shared memory {shared} B over the sm_{arch} limit {SHARED_LIMIT[arch]} B")
+    if precision != "fp32" and tensor_core == 0:
+        problems.append("no tensor-core instruction")
+    if row["registers"] <= 32 and row["spill_bytes"]:
+        problems.append("32 registers: everything spilled")
+    row["problems"] = problems
+    return row

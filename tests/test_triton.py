@@ -1,0 +1,172 @@
+"""The triton backend against the reference. Without a GPU its kernels run in triton's CPU interpreter
+(``TRITON_INTERPRET=1``, set by conftest.py when there is no CUDA), on small shapes: it is slow. On a CUDA machine
+the same tests run the compiled kernels on the GPU.
+
+The interpreter's bfloat16 ``tl.dot`` multiplies raw bit patterns (triton #11584) and its float32->bfloat16 cast
+truncates, so under the interpreter the backend runs bfloat16 as an exact emulation (operands rounded to
+nearest-even bfloat16 in the kernel, products in IEEE float32): the bfloat16 tests below test that emulation there,
+and the real bfloat16 tensor-core path only on a GPU."""
+
+import copy
+import math
+import os
+
+import pytest
+import torch
+
+from sdfsrn_fast import SDFDecoder, render
+from sdfsrn_fast._dispatch import _pick_backend, available_backends
+from sdfsrn_fast.backends.fused import decoder_weights
+
+from conftest import make_rays, rel_err, small_decoder
+
+pytestmark = pytest.mark.skipif("triton" not in available_backends(),
+                                reason="the triton backend cannot run here (no triton, or no GPU and no interpreter)")
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def to_dev(*ts):
+    return tuple(t.to(DEVICE) if isinstance(t, torch.Tensor) else t for t in ts)
+
+
+def run(backend, dec, z, rays, S, weight, amp=None, **kw):
+    kw.setdefault("grad_eps", 0.0)
+    with torch.autocast(DEVICE.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+        sil = render(dec, z, *rays, num_samples=S, backend=backend, **kw)
+    return sil, torch.autograd.grad((sil * weight.to(sil.dtype)).sum(), [z, *dec.parameters()])
+
+
+def case(hidden, latent=5, batch=2, height=3, width=5, S=7, dtype=torch.float64, seed=0, fov=1.6, fit=False, **kw):
+    dec = small_decoder(latent_dim=latent, hidden_dim=hidden, dtype=dtype, seed=seed, **kw)
+    if fit:
+        dec = dec.float()
+        dec.fit_sphere(radius=0.45, steps=60)
+        dec = dec.to(dtype)
+    rays = make_rays(batch=batch, height=height, width=width, dtype=dtype, seed=seed + 1, fov=fov)
+    z = (0.3 * torch.randn(batch, latent, dtype=dtype)).requires_grad_(True)
+    weight = torch.randn(batch, height * width, dtype=dtype)
+    return dec.to(DEVICE), to_dev(*rays), z.detach().to(DEVICE).requires_grad_(True), weight.to(DEVICE), S
+
+
+@pytest.mark.parametrize("hidden,activation", [(16, "relu"), (24, "relu"), (20, "softplus")])
+@pytest.mark.parametrize("jitter", [False, True])
+def test_float64_matches_reference(hidden, activation, jitter):
+    """Float64 silhouettes and every gradient equal the reference's to round-off; 24 and 20 are not multiples of
+    the 16-wide tiles (masked tails), S = 7 not a multiple of the sample block; some rays miss the sphere."""
+    dec, rays, z, weight, S = case(hidden, activation=activation, softplus_beta=10.0)
+    assert not bool(rays[4].all()) and bool(rays[4].any())
+    jit = (torch.rand(rays[2].shape, dtype=torch.float64) - 0.5).to(DEVICE) if jitter else None
+    sil_r, g_r = run("reference", dec, z, rays, S, weight, jitter=jit)
+    sil_t, g_t = run("triton", dec, z, rays, S, weight, jitter=jit)
+    torch.testing.assert_close(sil_t, sil_r, rtol=0, atol=1e-13)  # float64 round-off over <= 24-term sums
+    for a, b in zip(g_t, g_r):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_gradcheck_float64():
+    """gradcheck of the triton op through its registered autograd (softplus: smooth)."""
+    from sdfsrn_fast.backends.triton import triton_render
+
+    dec, rays, z, _, S = case(16, latent=3, batch=1, height=2, width=3, S=5, activation="softplus",
+                              softplus_beta=10.0)
+    tau, tau_min = torch.tensor(0.1, dtype=torch.float64), torch.tensor(0.05, dtype=torch.float64)
+
+    def f(z, *ws):
+        return triton_render(z, *rays, None, list(ws), S, tau, tau_min, 0.0, "softplus", 10.0, None)[0]
+
+    inputs = (z, *(w.detach().clone().requires_grad_(True) for w in decoder_weights(dec)))
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-5)
+
+
+def test_float32_against_float64_reference():
+    """Flash-attention's rule in float32: the triton backend errs from the float64 reference by at most 2x the
+    plain float32 reference's own error, plus eps * sqrt(n) (one float32 sum over the n samples)."""
+    dec64, rays64, z64, w64, S = case(32, latent=8, batch=2, height=5, width=6, S=16, fit=True)
+    dec32, rays32, z32 = copy.deepcopy(dec64).float(), tuple(t.float() if t.is_floating_point() else t
+                                                              for t in rays64), z64.detach().float().requires_grad_()
+    kw = dict(tau=0.05, tau_min=0.02)
+    sil64, g64 = run("reference", dec64, z64, rays64, S, w64, **kw)
+    sil_ref, g_ref = run("reference", dec32, z32, rays32, S, w64, **kw)
+    sil_t, g_t = run("triton", dec32, z32, rays32, S, w64, **kw)
+    slack = torch.finfo(torch.float32).eps * math.sqrt(sil64.numel() * S)
+    assert rel_err(sil_t, sil64) <= 2 * rel_err(sil_ref, sil64) + slack
+    for a, b, r in zip(g_t, g64, g_ref):
+        assert rel_err(a, b) <= 2 * rel_err(r, b) + slack
+
+
+def test_bfloat16_against_float64_reference():
+    """Mixed precision by the SPEC's rule: under autocast(bfloat16) the triton backend (the emulation, under the
+    interpreter) errs from the float64 reference by at most 2x the reference run under the same autocast."""
+    dec64, rays64, z64, w64, S = case(64, latent=8, batch=2, height=6, width=6, S=16, fit=True)
+    dec32, rays32, z32 = copy.deepcopy(dec64).float(), tuple(t.float() if t.is_floating_point() else t
+                                                              for t in rays64), z64.detach().float().requires_grad_()
+    kw = dict(tau=0.02, tau_min=0.01)
+    sil64, g64 = run("reference", dec64, z64, rays64, S, w64, **kw)
+    sil_ref, g_ref = run("reference", dec32, z32, rays32, S, w64, amp=torch.bfloat16, **kw)
+    sil_t, g_t = run("triton", dec32, z32, rays32, S, w64, amp=torch.bfloat16, **kw)
+    assert sil_t.dtype == torch.float32
+    assert rel_err(sil_ref, sil64) > 1e-4  # the reference really ran in bfloat16
+    assert rel_err(sil_t, sil64) <= 2 * rel_err(sil_ref, sil64)
+    for a, b, r in zip(g_t, g64, g_ref):
+        assert rel_err(a, b) <= 2 * rel_err(r, b)
+
+
+@pytest.mark.parametrize("num_rays,S", [(1, 1), (13, 37)])
+def test_awkward_sizes(num_rays, S):
+    dec, rays, z, weight, _ = case(16, batch=2, height=1, width=num_rays, fov=0.6)
+    sil_r, g_r = run("reference", dec, z, rays, S, weight)
+    sil_t, g_t = run("triton", dec, z, rays, S, weight)
+    torch.testing.assert_close(sil_t, sil_r, rtol=0, atol=1e-13)
+    for a, b in zip(g_t, g_r):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_all_rays_invalid():
+    dec, (o, d, near, far, valid), z, weight, S = case(16)
+    sil, g = run("triton", dec, z, (o, d, near, far, torch.zeros_like(valid)), S, weight)
+    assert sil.shape == valid.shape and (sil == 0).all()
+    assert all((t == 0).all() for t in g)
+
+
+def test_deterministic():
+    """The same call twice: bitwise the same silhouettes and gradients (no atomics anywhere)."""
+    dec, rays, z, weight, S = case(24, batch=2, height=4, width=4, S=9, dtype=torch.float32, fit=True)
+    a = run("triton", dec, z, rays, S, weight, grad_eps=1e-4)
+    b = run("triton", dec, z, rays, S, weight, grad_eps=1e-4)
+    assert torch.equal(a[0], b[0]) and all(torch.equal(x, y) for x, y in zip(a[1], b[1]))
+
+
+def test_opcheck():
+    from sdfsrn_fast.backends.triton import triton_render
+
+    dec, rays, z, _, S = case(16, batch=1, height=2, width=3, S=5)
+    ws = [w.detach().clone().requires_grad_(True) for w in decoder_weights(dec)]
+    args = (z, *rays, None, ws, S, torch.tensor(0.1, dtype=torch.float64), torch.tensor(0.05, dtype=torch.float64),
+            0.0, "relu", 100.0, None)
+    torch.library.opcheck(triton_render, args)
+
+
+def test_dispatch():
+    """auto picks triton only for an SDFDecoder on CUDA; asked for by name where it cannot run, one clear error."""
+    dec = small_decoder(latent_dim=4, hidden_dim=8).to(DEVICE)
+    o, d, near, far, valid = to_dev(*make_rays())
+    args = dict(z=torch.randn(2, 4, device=DEVICE), origins=o, directions=d, near=near, far=far, jitter=None)
+    picked = _pick_backend("auto", dec, args).name
+    assert picked == "triton" if DEVICE.type == "cuda" else picked != "triton"
+    with pytest.raises(RuntimeError, match="SDFDecoder only"):
+        _pick_backend("triton", lambda z, p: p.norm(dim=-1), args)
+    wide = SDFDecoder(latent_dim=4, hidden_dim=300).to(DEVICE)
+    with pytest.raises(RuntimeError, match="up to 256"):
+        _pick_backend("triton", wide, args)
+
+
+def test_unavailable_without_gpu_or_interpreter(monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is here: the backend is available")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert "triton" not in available_backends()
+    dec = small_decoder(latent_dim=4, hidden_dim=8)
+    rays = make_rays()
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        render(dec, torch.randn(2, 4), *rays, backend="triton")
+    assert os.environ.get("TRITON_INTERPRET") is None
