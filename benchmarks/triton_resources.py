@@ -12,7 +12,7 @@ from sdfsrn_fast.cameras import orbit_rays, sphere_near_far
 
 o, d = orbit_rays(torch.tensor([0.3, 2.0]), 0.2, 2.5, math.radians(50), 32, 32)
 rays = [t.cuda() for t in (o, d, *sphere_near_far(o, d))]
-DOTS = {0: "fp32", 1: "tf32", 2: "bf16", 3: "fp16"}
+DOTS = {0: "ieee", 1: "tf32", 2: "bf16", 3: "fp16", 5: "fp32 (tf32x3)"}
 for hidden in (64, 128, 256):
     dec = SDFDecoder(128, hidden).cuda()
     z = torch.randn(2, 128, device="cuda", requires_grad=True)

@@ -64,6 +64,14 @@ def _triton_unsupported(decoder, args) -> Optional[str]:
     device = args["z"].device
     if device.type != "cuda" and not (device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") == "1"):
         return f"its tensors must be on a CUDA device, got {device}"
+    if device.type == "cuda":  # its dots run on the tensor cores (IEEE float32/float64 dots spill: docs)
+        dtype = args["origins"].dtype
+        if dtype == torch.float64:
+            return "float64 is the compiled backend's on CUDA"
+        if (dtype == torch.float32 and not torch.is_autocast_enabled("cuda")
+                and torch.get_float32_matmul_precision() == "highest"):
+            return ("its kernels run tf32 (torch.set_float32_matmul_precision('high')) or bfloat16/float16 "
+                    "(torch.autocast); exact float32 is the compiled backend's")
     return compiled.unsupported(decoder, args)  # the same rule for ray gradients
 
 

@@ -413,8 +413,7 @@ def main(argv=None) -> None:
                         "registers, spills, shared memory and tensor-core instructions; exit 1 on a problem")
     p.add_argument("--archs", nargs="+", type=int, default=[80, 90], help="--gpu-compile: sm_XX targets")
     p.add_argument("--widths", nargs="+", type=int, default=[64, 128, 256], help="--gpu-compile: hidden widths")
-    p.add_argument("--dots", nargs="+", default=["fp32", "tf32", "bf16", "fp16"],
-                   help="--gpu-compile: dot precisions")
+    p.add_argument("--dots", nargs="+", default=["bf16", "fp16", "tf32"], help="--gpu-compile: dot precisions")
     p.add_argument("--worker", nargs=4, metavar=("BACKEND", "SHAPE", "MODE", "PRECISION"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:

@@ -107,8 +107,8 @@ if triton is not None:
 
     @triton.jit
     def _operand(x, DOT: tl.constexpr):
-        """A dot operand in the dot's precision. DOT: 0 IEEE / 1 tf32 (the input's dtype), 2 bfloat16, 3 float16,
-        4 bfloat16 emulated in float32 (the interpreter)."""
+        """A dot operand in the dot's precision. DOT: 0 IEEE (the interpreter) / 1 tf32, in the input's dtype;
+        2 bfloat16, 3 float16, 4 bfloat16 emulated in float32 (the interpreter)."""
         if DOT == 2:
             return x.to(tl.bfloat16)
         elif DOT == 3:
@@ -117,13 +117,6 @@ if triton is not None:
             return _round_bf16(x.to(tl.float32))
         else:
             return x
-
-    @triton.jit
-    def _operands(tiles, DOT: tl.constexpr, NT: tl.constexpr):
-        out = ()
-        for j in tl.static_range(NT):
-            out = out + (_operand(tiles[j], DOT),)
-        return out
 
     @triton.jit
     def _dot(a, b, acc, DOT: tl.constexpr):
@@ -151,16 +144,16 @@ if triton is not None:
     def _layer(h, W, j, ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, HT: tl.constexpr,
                NT: tl.constexpr, H: tl.constexpr, TRANSPOSE: tl.constexpr):
         """Output tile j [BLOCK_M, HT] of ``h @ W^T`` (TRANSPOSE False; forward) or ``h @ W`` (True; backward),
-        W [H, H] row-major, h a tuple of NT input tiles already in the dot's precision."""
+        W [H, H] row-major, h a tuple of NT input tiles already in the dot's precision (zero-padded past H)."""
         r = tl.arange(0, HT)
         acc = tl.zeros([BLOCK_M, HT], dtype=ACC)
         out_c = j * HT + r
         for i in tl.static_range(NT):
             in_r = i * HT + r
             mask = (in_r[:, None] < H) & (out_c[None, :] < H)
-            if TRANSPOSE:  # tile [in i, out j] of W: W[in, out]
+            if TRANSPOSE:  # tile [out i, in j] of W
                 w = tl.load(W + in_r[:, None] * H + out_c[None, :], mask=mask, other=0.0)
-            else:  # tile of W^T: W[out, in]
+            else:  # tile [in i, out j] of W^T: W[out, in]
                 w = tl.load(W + out_c[None, :] * H + in_r[:, None], mask=mask, other=0.0)
             acc = _dot(h[i], _operand(w, DOT), acc, DOT)
         return acc
@@ -169,6 +162,17 @@ if triton is not None:
     def _bias(B, cols, H: tl.constexpr):
         return tl.load(B + cols, mask=cols < H, other=0.0)[None, :]
 
+    @triton.jit
+    def _store_tiles(BUF, first, end, tiles, BLOCK_M: tl.constexpr, HT: tl.constexpr, NT: tl.constexpr,
+                     H: tl.constexpr):
+        """Rows [first, end) of BUF [n, H] from the NT tiles (rows past ``end`` belong to the next program)."""
+        rows = first + tl.arange(0, BLOCK_M)
+        r = tl.arange(0, HT)
+        for j in tl.static_range(NT):
+            cols = j * HT + r
+            tl.store(BUF + rows[:, None] * H + cols[None, :], tiles[j].to(BUF.dtype.element_ty),
+                     mask=(rows < end)[:, None] & (cols[None, :] < H))
+
     # Layer 1's pre-activation has no dot of its own: left alone, triton computed it in a blocked layout where each
     # thread held 32 of the 128 rows, and every per-point vector (origin, direction, near, step, jitter) three times
     # over: 255 registers and 900 B of spill at H = 64 (sm_90, bf16). Adding a [BLOCK_M, 16] x [16, HT] dot of
@@ -176,29 +180,36 @@ if triton is not None:
     @triton.jit
     def _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, ACT: tl.constexpr, BETA,
                        ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, HT: tl.constexpr,
-                       NT: tl.constexpr, H: tl.constexpr):
-        """The four hidden layers at BLOCK_M points: tuples (h0, h1, h2, h3) of NT [BLOCK_M, HT] tiles each,
-        h0..h2 in the dot's precision (they feed the next dot), h3 in the accumulator dtype."""
+                       NT: tl.constexpr, H: tl.constexpr, STORE: tl.constexpr, H0, H1, H2, first, end):
+        """The four hidden layers at BLOCK_M points; returns h3 (a tuple of NT [BLOCK_M, HT] tiles in the
+        accumulator dtype). h0..h2 (dot operands of the next layer) live only until the next layer has used them;
+        with STORE (the backward) each is written to rows [first, end) of H0..H2 [n, H] right away."""
         r = tl.arange(0, HT)
         h0 = ()
         for j in tl.static_range(NT):
             a0 = _share(C0, W0P, b, px, py, pz, j * HT + r, H)
-            if ACC == tl.float32:  # a dot of zeros into it: lays a0 out as the dots' accumulators are (see below)
+            if ACC == tl.float32:  # a dot of zeros into it: lays a0 out as the dots' accumulators are (see above)
                 a0 = tl.dot(tl.zeros([BLOCK_M, 16], dtype=tl.bfloat16), tl.zeros([16, HT], dtype=tl.bfloat16), a0)
             h0 = h0 + (_operand(_act(a0, ACT, BETA).to(ACC), DOT),)
+        if STORE:
+            _store_tiles(H0, first, end, h0, BLOCK_M, HT, NT, H)
         h1 = ()
         for j in tl.static_range(NT):
             a = _layer(h0, W1, j, ACC, DOT, BLOCK_M, HT, NT, H, False) + _bias(B1, j * HT + r, H)
             h1 = h1 + (_operand(_act(a, ACT, BETA), DOT),)
+        if STORE:
+            _store_tiles(H1, first, end, h1, BLOCK_M, HT, NT, H)
         h2 = ()
         for j in tl.static_range(NT):
             a = _layer(h1, W2H, j, ACC, DOT, BLOCK_M, HT, NT, H, False) + _share(C2, W2P, b, px, py, pz, j * HT + r, H)
             h2 = h2 + (_operand(_act(a, ACT, BETA), DOT),)
+        if STORE:
+            _store_tiles(H2, first, end, h2, BLOCK_M, HT, NT, H)
         h3 = ()
         for j in tl.static_range(NT):
             a = _layer(h2, W3, j, ACC, DOT, BLOCK_M, HT, NT, H, False) + _bias(B3, j * HT + r, H)
             h3 = h3 + (_act(a, ACT, BETA),)
-        return h0, h1, h2, h3
+        return h3
 
     @triton.jit
     def _render_fwd_kernel(
@@ -230,9 +241,6 @@ if triton is not None:
         if HAS_JIT:
             jit = tl.load(JIT + ray, mask=ray_ok, other=0.0).to(ACC)
         r = tl.arange(0, HT)
-        w4 = ()
-        for j in tl.static_range(NT):
-            w4 = w4 + (tl.load(W4 + j * HT + r, mask=j * HT + r < H, other=0.0).to(ACC),)
         b4 = tl.load(B4).to(ACC)
         m_i = tl.full([BLOCK_R], float("-inf"), dtype=ACC)
         l_i = tl.zeros([BLOCK_R], dtype=ACC)
@@ -244,11 +252,12 @@ if triton is not None:
                 kf = kf + jit
             t = near + kf * step  # as sample_points_at: near + k (far - near) / S
             px, py, pz = ox + t * dx, oy + t * dy, oz + t * dz
-            h0, h1, h2, h3 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, ACT, BETA, ACC, DOT,
-                                            BLOCK_M, HT, NT, H)
+            h3 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, ACT, BETA, ACC, DOT, BLOCK_M,
+                                HT, NT, H, False, SDF, SDF, SDF, 0, 0)
             sdf = tl.zeros([BLOCK_M], dtype=ACC) + b4
             for j in tl.static_range(NT):
-                sdf += tl.sum(h3[j] * w4[j][None, :], axis=1)
+                w4 = tl.load(W4 + j * HT + r, mask=j * HT + r < H, other=0.0).to(ACC)
+                sdf += tl.sum(h3[j] * w4[None, :], axis=1)
             tl.store(SDF + ray * S + k, sdf.to(SDF.dtype.element_ty), mask=ok)
             x = tl.reshape(tl.where(ok, -sdf * inv_tau_min, float("-inf")), [BLOCK_R, BLOCK_S])
             m_new = tl.maximum(m_i, tl.max(x, axis=1))
@@ -264,23 +273,26 @@ if triton is not None:
         tl.store(SIL + ray_r, sil.to(SIL.dtype.element_ty), mask=rr_ok)
 
     @triton.jit
-    def _store_tiles(BUF, rows, ok, tiles, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr):
-        r = tl.arange(0, HT)
+    def _operands(tiles, DOT: tl.constexpr, NT: tl.constexpr):
+        out = ()
         for j in tl.static_range(NT):
-            cols = j * HT + r
-            tl.store(BUF + rows[:, None] * H + cols[None, :], tiles[j].to(BUF.dtype.element_ty),
-                     mask=ok[:, None] & (cols[None, :] < H))
+            out = out + (_operand(tiles[j], DOT),)
+        return out
 
     @triton.jit
-    def _backprop(d, W, Hbuf, rows, ok, ACT: tl.constexpr, BETA, ACC: tl.constexpr, DOT: tl.constexpr,
+    def _backprop(d, W, HBUF, first, end, ACT: tl.constexpr, BETA, ACC: tl.constexpr, DOT: tl.constexpr,
                   BLOCK_M: tl.constexpr, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr):
         """``(d @ W) * act'(h)`` tile by tile (d: tuple of dot operands; h read back from the activations this
-        program stored in Hbuf): the pre-activation gradient of the layer below, in the accumulator dtype."""
+        program stored in rows [first, end) of HBUF): the pre-activation gradient of the layer below, in the
+        accumulator dtype. (Reading d back from global memory tile by tile instead spilled more: 112 B against 0 at
+        H = 128, sm_90 bf16.)"""
+        rows = first + tl.arange(0, BLOCK_M)
         r = tl.arange(0, HT)
         out = ()
         for j in tl.static_range(NT):
             cols = j * HT + r
-            h = tl.load(Hbuf + rows[:, None] * H + cols[None, :], mask=ok[:, None] & (cols[None, :] < H), other=0.0)
+            h = tl.load(HBUF + rows[:, None] * H + cols[None, :], mask=(rows < end)[:, None] & (cols[None, :] < H),
+                        other=0.0)
             out = out + (_layer(d, W, j, ACC, DOT, BLOCK_M, HT, NT, H, True) * _act_grad(h.to(ACC), ACT, BETA),)
         return out
 
@@ -296,8 +308,10 @@ if triton is not None:
     ):
         pid = tl.program_id(0)
         b = tl.load(PROG_B + pid).to(tl.int64)
-        rows = tl.load(PROG_START + pid) + tl.arange(0, BLOCK_M)
-        ok = rows < tl.load(PROG_END + pid)
+        first = tl.load(PROG_START + pid)
+        end = tl.load(PROG_END + pid)
+        rows = first + tl.arange(0, BLOCK_M)
+        ok = rows < end
         ray = tl.load(RAY + rows, mask=ok, other=0).to(tl.int64)
         near = tl.load(NEAR + ray, mask=ok, other=0.0).to(ACC)
         t = near + tl.load(KOFF + rows, mask=ok, other=0.0).to(ACC) * ((tl.load(FAR + ray, mask=ok, other=0.0).to(ACC)
@@ -308,26 +322,23 @@ if triton is not None:
         pz = (tl.load(O + ray * 3 + 2, mask=ok, other=0.0).to(ACC)
               + t * tl.load(D + ray * 3 + 2, mask=ok, other=0.0).to(ACC))
         g = tl.load(G + rows, mask=ok, other=0.0).to(ACC)
-        h0, h1, h2, h3 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, ACT, BETA, ACC, DOT,
-                                        BLOCK_M, HT, NT, H)
-        _store_tiles(H0, rows, ok, h0, HT, NT, H)
-        _store_tiles(H1, rows, ok, h1, HT, NT, H)
-        _store_tiles(H2, rows, ok, h2, HT, NT, H)
-        _store_tiles(H3, rows, ok, h3, HT, NT, H)
+        h3 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, ACT, BETA, ACC, DOT, BLOCK_M, HT,
+                            NT, H, True, H0, H1, H2, first, end)
+        _store_tiles(H3, first, end, h3, BLOCK_M, HT, NT, H)
         r = tl.arange(0, HT)
         d3 = ()
         for j in tl.static_range(NT):
             w4 = tl.load(W4 + j * HT + r, mask=j * HT + r < H, other=0.0).to(ACC)
             d3 = d3 + (_operand(g[:, None] * w4[None, :] * _act_grad(h3[j], ACT, BETA), DOT),)
-        _store_tiles(D3, rows, ok, d3, HT, NT, H)
+        _store_tiles(D3, first, end, d3, BLOCK_M, HT, NT, H)
         tl.debug_barrier()  # this program's h tiles, stored above, are read back by other threads below
-        d2 = _backprop(d3, W3, H2, rows, ok, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H)
-        _store_tiles(D2, rows, ok, d2, HT, NT, H)  # in the accumulator dtype: it also meets xyz and the latent
-        d1 = _backprop(_operands(d2, DOT, NT), W2H, H1, rows, ok, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H)
-        d1 = _operands(d1, DOT, NT)
-        _store_tiles(D1, rows, ok, d1, HT, NT, H)
-        d0 = _backprop(d1, W1, H0, rows, ok, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H)
-        _store_tiles(D0, rows, ok, d0, HT, NT, H)
+        d2 = _backprop(d3, W3, H2, first, end, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H)
+        _store_tiles(D2, first, end, d2, BLOCK_M, HT, NT, H)  # accumulator dtype: it also meets xyz and the latent
+        d1 = _operands(_backprop(_operands(d2, DOT, NT), W2H, H1, first, end, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT,
+                                 H), DOT, NT)
+        _store_tiles(D1, first, end, d1, BLOCK_M, HT, NT, H)
+        d0 = _backprop(d1, W1, H0, first, end, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H)
+        _store_tiles(D0, first, end, d0, BLOCK_M, HT, NT, H)
 
 
 # ------------------------------------------------------------------------------------------------- host side
@@ -347,7 +358,7 @@ def _precision(dtype: torch.dtype, compute_dtype, device: torch.device):
         return (4, tl.float32, torch.float32) if interpreting() else (2, tl.float32, torch.bfloat16)
     if compute_dtype == torch.float16:
         return 3, tl.float32, torch.float16
-    if device.type == "cuda" and torch.get_float32_matmul_precision() != "highest":
+    if device.type == "cuda":  # dispatch sends float32 here only where tf32 is allowed (see the module docstring)
         return 1, tl.float32, torch.float32
     return 0, tl.float32, torch.float32
 
@@ -366,15 +377,21 @@ def _programs(shape_of, num_shapes: int, block: int):
     return shape.to(torch.int32), first.to(torch.int32), end.to(torch.int32)
 
 
-def kernel_config(hidden: int, dot: int, num_samples: int = 64) -> dict:
-    """Tile sizes and warps (see the module docstring): 64-wide hidden tiles (16 at least, for tl.dot), 128 points a
-    tile and 8 warps for 16-bit dots, 64 and 4 for float32 / tf32 / float64."""
-    ht = min(64, max(16, triton.next_power_of_2(hidden)))
-    block_m = 128 if dot in (2, 3) else 64
+def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "forward") -> dict:
+    """Tile sizes and warps, chosen with ``--gpu-compile`` on sm_90 (the fewest spilled bytes; module docstring):
+    bfloat16/float16 take 64-wide hidden tiles, 128 points a forward tile and 64 a backward tile, 8 warps; tf32,
+    whose operands are twice as wide, 32-wide hidden tiles and 64 points, 8 warps. Tiles are 16 wide at least (tl.dot).
+    SDFSRN_TRITON_HT / _BLOCK_M / _WARPS / _STAGES override, for such experiments."""
+    wide = 32 if dot == 1 and hidden <= 128 else 64  # tf32 at 256: 32-wide tiles took minutes to compile
+    ht = min(wide, max(16, triton.next_power_of_2(hidden)))
+    block_m = 128 if (kernel == "forward" and dot in (2, 3)) else 64
+    env = os.environ.get
+    ht = int(env("SDFSRN_TRITON_HT", ht))
+    block_m = int(env("SDFSRN_TRITON_BLOCK_M", block_m))
     block_s = min(block_m, max(16, triton.next_power_of_2(num_samples)))
     return dict(HT=ht, NT=triton.cdiv(hidden, ht), H=hidden, BLOCK_M=block_m, BLOCK_S=block_s,
-                BLOCK_R=block_m // block_s, num_warps=8 if block_m == 128 else 4,
-                num_stages=int(os.environ.get("SDFSRN_TRITON_STAGES", "1")))
+                BLOCK_R=block_m // block_s, num_warps=int(env("SDFSRN_TRITON_WARPS", 8)),
+                num_stages=int(env("SDFSRN_TRITON_STAGES", "1")))
 
 
 def _kernel_weights(z, weights, op_dtype):
@@ -428,7 +445,7 @@ def triton_backward(grad_sil, sil, sdf, lse, z, origins, directions, near, far, 
     B, R, _ = origins.shape
     S, H = num_samples, weights[2].shape[0]
     dot, acc, op_dtype = _precision(z.dtype, compute_dtype, z.device)
-    cfg = kernel_config(H, dot, S)
+    cfg = kernel_config(H, dot, S, "backward")
     w = _kernel_weights(z, weights, op_dtype)
     rays, k, g = kept_samples(grad_sil, sil, sdf, lse, valid, jitter, S, tau, tau_min, grad_eps)
     n = rays.numel()
@@ -489,13 +506,13 @@ def render_triton(decoder, z, origins, directions, near, far, valid, num_samples
 # its dots should compile to (wgmma's HGMMA needs at least 64 rows a tile on sm_90; HMMA everywhere else).
 SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
 TENSOR_CORE_OPS = {80: ("HMMA",), 90: ("HGMMA", "HMMA")}
-AOT_PRECISIONS = {"fp32": 0, "tf32": 1, "bf16": 2, "fp16": 3}  # name -> DOT mode
+AOT_PRECISIONS = {"tf32": 1, "bf16": 2, "fp16": 3}  # name -> DOT mode
 
 
 def _aot_source(kernel: str, hidden: int, dot: int, activation: str = "relu"):
     from triton.compiler import ASTSource
 
-    cfg = kernel_config(hidden, dot)
+    cfg = kernel_config(hidden, dot, 64, kernel)
     op = {2: "*bf16", 3: "*fp16"}.get(dot, "*fp32")
     f32, i32 = "*fp32", "*i32"
     common = dict(C0=f32, C2=f32, W0P=f32, W2P=f32, W1=op, B1=f32, W2H=op, W3=op, B3=f32, W4=f32)
@@ -552,7 +569,7 @@ def compile_report(arch: int, kernel: str, hidden: int, precision: str) -> dict:
         problems.append("spills at H <= 128")
     if shared > SHARED_LIMIT[arch]:
         problems.append(f"shared memory {shared} B over the sm_{arch} limit {SHARED_LIMIT[arch]} B")
-    if precision != "fp32" and tensor_core == 0:
+    if tensor_core == 0:
         problems.append("no tensor-core instruction")
     if row["registers"] <= 32 and row["spill_bytes"]:
         problems.append("32 registers: everything spilled")

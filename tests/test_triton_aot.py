@@ -1,0 +1,43 @@
+"""The triton kernels compiled ahead of time for sm_80 and sm_90 without a GPU (``python -m sdfsrn_fast.bench
+--gpu-compile``): they must compile, use tensor-core instructions (HGMMA on sm_90, HMMA on sm_80), fit the
+architecture's shared memory and not spill at H <= 128. CI runs the bfloat16 and float16 kernels for sm_90 at
+H = 64 and 128, and for sm_80 at H = 64: those meet all of it. The full table (tf32, H = 256, sm_80 at H = 128,
+where the kernels still spill 112-296 B) is the CLI's, in docs/performance.md."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _nvidia_backend_missing():
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed"
+    try:
+        import triton.backends.nvidia as nv
+    except ImportError:
+        return "the triton wheel has no NVIDIA backend"
+    if not os.path.isfile(os.path.join(os.path.dirname(nv.__file__), "bin", "cuobjdump")):
+        return "the triton wheel ships no cuobjdump"
+    return None
+
+
+@pytest.mark.skipif(_nvidia_backend_missing() is not None, reason=str(_nvidia_backend_missing()))
+@pytest.mark.parametrize("arch,widths,dots", [("90", ["64", "128"], ["bf16", "fp16"]), ("80", ["64"], ["bf16"])])
+def test_gpu_compile(tmp_path, arch, widths, dots):
+    out = tmp_path / "aot.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # real compilation, not the interpreter
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    proc = subprocess.run([sys.executable, "-m", "sdfsrn_fast.bench", "--gpu-compile", "--archs", arch,
+                           "--widths", *widths, "--dots", *dots, "--json", str(out)],
+                          capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["triton_aot"]
+    assert len(rows) == len(widths) * len(dots) * 2  # x {forward, backward}
+    for r in rows:
+        assert r["problems"] == [] and r["spill_bytes"] == 0
+        assert (r["hgmma"] if r["arch"] == "sm_90" else r["hmma"]) > 0
+        assert 32 < r["registers"] <= 255
