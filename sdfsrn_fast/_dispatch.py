@@ -103,8 +103,8 @@ def _cpp_unsupported(decoder, args) -> Optional[str]:
 
 
 def _cpp_prepare(by_name: bool) -> Optional[str]:
-    """Builds or loads the extension on first use; under torch.compile only an extension already loaded is used
-    (building is no part of a traced graph)."""
+    """Builds or loads the extension on first use (its error raised when asked for by name; for "auto", which tries
+    the next backend, a warning once); under torch.compile only an extension already loaded is used."""
     if _CPP_READY[0]:
         return None
     if torch.compiler.is_compiling():
@@ -127,8 +127,9 @@ def _run_cpp(*args):
 
 _BACKENDS: dict[str, _Backend] = {
     "triton": _Backend("triton", _run_triton, _triton_unavailable, _triton_unsupported, auto_devices=("cuda",)),
-    "cpp": _Backend("cpp", _run_cpp, _cpp_unavailable, _cpp_unsupported, prepare=_cpp_prepare),
     "compiled": _Backend("compiled", compiled.render_compiled, lambda: None, compiled.unsupported),
+    # after compiled: slower than it at the study shape in training (docs/performance.md), so by name only for now
+    "cpp": _Backend("cpp", _run_cpp, _cpp_unavailable, _cpp_unsupported, prepare=_cpp_prepare),
     "reference": _Backend("reference", _run_reference, lambda: None, lambda decoder, args: None),
 }
 

@@ -23,6 +23,21 @@ from conftest import make_rays, rel_err, small_decoder
 pytestmark = pytest.mark.skipif("triton" not in available_backends(),
                                 reason="the triton backend cannot run here (no triton, or no GPU and no interpreter)")
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+# float64 runs in the interpreter only: on CUDA the backend takes tf32, bfloat16 and float16 (float64 and exact
+# float32 are the compiled backend's there)
+interpreter_only = pytest.mark.skipif(DEVICE.type == "cuda", reason="float64: the interpreter's case (CPU)")
+
+
+@pytest.fixture(autouse=True)
+def tf32_on_cuda():
+    """On a GPU the float32 tests run the kernels' tf32 path (and the reference with the same setting)."""
+    if DEVICE.type != "cuda":
+        yield
+        return
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    yield
+    torch.set_float32_matmul_precision(before)
 
 
 def to_dev(*ts):
@@ -48,6 +63,7 @@ def case(hidden, latent=5, batch=2, height=3, width=5, S=7, dtype=torch.float64,
     return dec.to(DEVICE), to_dev(*rays), z.detach().to(DEVICE).requires_grad_(True), weight.to(DEVICE), S
 
 
+@interpreter_only
 @pytest.mark.parametrize("hidden,activation", [(16, "relu"), (24, "relu"), (20, "softplus")])
 @pytest.mark.parametrize("jitter", [False, True])
 def test_float64_matches_reference(hidden, activation, jitter):
@@ -63,6 +79,7 @@ def test_float64_matches_reference(hidden, activation, jitter):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
+@interpreter_only
 def test_gradcheck_float64():
     """gradcheck of the triton op through its registered autograd (softplus: smooth)."""
     from sdfsrn_fast.backends.triton import triton_render
@@ -111,6 +128,7 @@ def test_bfloat16_against_float64_reference():
         assert rel_err(a, b) <= 2 * rel_err(r, b)
 
 
+@interpreter_only
 @pytest.mark.parametrize("num_rays,S", [(1, 1), (13, 37)])
 def test_awkward_sizes(num_rays, S):
     dec, rays, z, weight, _ = case(16, batch=2, height=1, width=num_rays, fov=0.6)
@@ -121,6 +139,7 @@ def test_awkward_sizes(num_rays, S):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
+@interpreter_only
 def test_all_rays_invalid():
     dec, (o, d, near, far, valid), z, weight, S = case(16)
     sil, g = run("triton", dec, z, (o, d, near, far, torch.zeros_like(valid)), S, weight)
@@ -136,6 +155,7 @@ def test_deterministic():
     assert torch.equal(a[0], b[0]) and all(torch.equal(x, y) for x, y in zip(a[1], b[1]))
 
 
+@interpreter_only
 def test_opcheck():
     from sdfsrn_fast.backends.triton import triton_render
 

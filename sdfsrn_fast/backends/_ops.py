@@ -13,7 +13,8 @@ argument; :func:`define_render_ops` makes the two ops from them. A backend whose
 (``shared/SPEC.md``, Precision): ``render`` reads it from ``torch.autocast`` and the ops run with autocast off, so
 that their precision is exactly the one asked for. The ops take ``tau`` and ``tau_min`` as 0-d tensors, not
 floats: under ``torch.compile`` a float argument is a constant of the graph, so an annealed temperature would
-recompile the caller's model at every new value. The ray inputs get no gradient; the backward op itself has no autograd (no double backward).
+recompile the caller's model at every new value. The ray inputs get no gradient; the backward op itself has no
+autograd (no double backward).
 """
 
 from __future__ import annotations

@@ -22,10 +22,10 @@ spills 5.5-17 KB of registers (``shared/TRITON_NOTES.md``, backward probe, sm_90
 about 8H bytes per kept sample and layer, and the backward touches only the few per cent of samples whose
 soft-min weight is at least ``grad_eps``.
 
-Precision (``shared/SPEC.md``): float32 with IEEE ``tl.dot`` (exact to float32 round-off); tf32 operands when
-``torch.get_float32_matmul_precision() != "highest"`` (CUDA); bfloat16/float16 operands under ``torch.autocast``;
-float64 where the dot supports it (the interpreter; gradcheck). Accumulation, the xyz FMAs, the latent shares, the
-output layer and the soft minimum are in the accumulator dtype (float32, or float64). The interpreter's bfloat16
+Precision (``shared/SPEC.md``): on CUDA tf32 operands when ``torch.get_float32_matmul_precision() != "highest"``,
+and bfloat16/float16 operands under ``torch.autocast``; exact float32 and float64 with IEEE ``tl.dot`` in the
+interpreter (the tests' float64 and gradcheck), not on CUDA (see the block sizes below). Accumulation, the xyz FMAs,
+the latent shares, the output layer and the soft minimum are in the accumulator dtype (float32, or float64). The interpreter's bfloat16
 ``tl.dot`` is wrong (triton #11584) and its float32->bfloat16 cast truncates: under ``TRITON_INTERPRET=1``
 bfloat16 runs as an exact emulation, operands rounded to nearest-even bfloat16 by bit arithmetic and multiplied
 in IEEE float32, which is what the tensor cores compute.
@@ -38,17 +38,19 @@ intensity about 130 FLOP/B against L2 at ``BLOCK_M = 128``, and above 10^5 FLOP/
 L2; per sample only 4 bytes go out). H100/H200 dense peaks (SXM): bf16/fp16 989 TFLOP/s, tf32 495, fp32 (no tensor
 cores) 67; HBM 3.35 TB/s (H100) / 4.8 TB/s (H200), ridge points near 300 / 200 FLOP/B for bf16: the forward is
 compute-bound in every precision, so its ceiling is the tensor-core rate (about 2.5 G samples/s in bf16 at
-H = 256). Backward per kept sample: the recompute (396 kFLOP) plus ``d @ W`` for three layers (``6 H^2``) in the
+H = 256; the study shape's forward, 0.72 M samples, would take 0.3 ms there; 40% of peak, the issue's target, is
+0.7 ms). Backward per kept sample: the recompute (396 kFLOP) plus ``d @ W`` for three layers (``6 H^2``) in the
 kernel, writing ``7 H`` values (h0..h3, d1..d3; d0 in the accumulator dtype): 7 x 256 x 2 = 3.6 KB in bf16 for
 790 kFLOP, about 220 FLOP/B, near the H200's ridge; then ``D^T H`` in cuBLAS (``6 H^2`` FLOP, reading the same
 tiles).
 
-Block sizes: ``BLOCK_M = 128`` points a tile (``BLOCK_R = 2`` rays x ``BLOCK_S = 64`` samples at S = 64), 8 warps,
-64-wide hidden tiles: the configuration TRITON_NOTES measured without spills at H <= 128 and with 224 B of spill
-at H = 256 on sm_90 in bf16 (wgmma needs at least 64 rows; at 32 rows only HMMA remains). Float32 (IEEE, 3 dots
-per product on tensor cores in tf32x3 or FMA) and tf32 take ``BLOCK_M = 64`` with 4 warps, their measured
-no-spill point at H = 128. ``python -m sdfsrn_fast.bench --gpu-compile`` compiles every kernel here for sm_80 and
-sm_90 without a GPU and prints registers, spills, shared memory and tensor-core instructions.
+Block sizes (:func:`kernel_config`), chosen with ``python -m sdfsrn_fast.bench --gpu-compile`` (compiled for sm_90 and
+sm_80 without a GPU, registers and spills read off the cubins; table in docs/performance.md): bfloat16/float16
+forward 128 points a tile (2 rays x 64 samples at S = 64), backward 64 points, 64-wide hidden tiles, 8 warps: on
+sm_90 no spill at H <= 128 (123-255 registers, HGMMA), 216 B (forward) and 688 B (backward) at H = 256. tf32:
+32-wide hidden tiles at H <= 128, 64 points, 8 warps: no spill but for 96 B in the backward at H = 128. On sm_80
+(HMMA) the same tiles spill 112-296 B at H = 128. Exact float32 and float64 are not run on CUDA (IEEE dots compile
+to FMA loops that spilled everything at H = 128): ``backend="auto"`` takes the compiled backend for them.
 """
 
 from __future__ import annotations
