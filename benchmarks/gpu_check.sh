@@ -1,29 +1,64 @@
 #!/usr/bin/env bash
-# The GPU checks of the project in one script, for a lent CUDA machine (about 8 minutes on an H100/H200):
-# the CUDA tests, the render benchmarks at the study and large shapes for every backend (float32 and bfloat16),
-# the triton kernels' registers and spills as compiled by this machine's triton, and 20 epochs of the study preset.
-# Usage: bash benchmarks/gpu_check.sh [LOG_DIR]   (default: $OUT if set, else gpu-check-logs); every step logs there.
+# The GPU checks of the project in one script, for a lent CUDA machine (about 8 minutes on an H100/H200; each step
+# has a time limit and a failed step does not stop the others):
+#   the CUDA tests (tests/test_cuda.py, tests/test_triton.py without the interpreter), the render benchmark at the
+#   study and large shapes (reference / torch.compile(reference) / compiled / triton, bfloat16 autocast and tf32),
+#   the triton kernels' registers and spills as this machine's triton builds them, and 20 epochs of the study
+#   preset in bfloat16 (triton) and float32 (compiled).
+# Usage: bash benchmarks/gpu_check.sh [OUT_DIR] [PART]   (OUT_DIR default: $OUT if set, else gpu-check-logs;
+#        PART: all (default), core (tests, study benchmark, kernel resources, profile: about 5 minutes), rest, or
+#        step names separated by commas; BENCH_BACKENDS: the study benchmark's backends)
+# It needs the machine's own torch and triton and nothing installed: the checkout goes on PYTHONPATH. OUT_DIR gets
+# summary.txt and gpu_check.tgz (every log and JSON file; one archive, so that few files come back).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-log=${1:-${OUT:-gpu-check-logs}}
-mkdir -p "$log"
-export TRITON_DEFAULT_FP_FUSION=1 PYTHONUNBUFFERED=1
+out=${1:-${OUT:-gpu-check-logs}}
+mkdir -p "$out"
+log=$(mktemp -d)
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+part=${2:-all}
+core=(tests bench_study kernel_resources profile)
 step() {  # step NAME LIMIT_S COMMAND...: runs it with a time limit, logs it, goes on if it fails
     local name=$1 limit=$2
     shift 2
+    case $part in
+        all) ;;
+        core) [[ " ${core[*]} " == *" $name "* ]] || return 0 ;;
+        rest) [[ " ${core[*]} " == *" $name "* ]] && return 0 ;;
+        *) [[ ",$part," == *",$name,"* ]] || return 0 ;;
+    esac
     echo "== $name: $*" | tee -a "$log/summary.txt"
     local t0=$SECONDS
     timeout "$limit" "$@" > "$log/$name.log" 2>&1
     echo "   exit $? after $((SECONDS - t0)) s" | tee -a "$log/summary.txt"
 }
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python -c "import torch, triton; \
-print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"; } > "$log/machine.txt" 2>&1
-pip install -q -e ".[test]" > "$log/install.log" 2>&1 || echo "install failed" | tee -a "$log/summary.txt"
-step tests_cuda 150 python -m pytest -q tests/test_cuda.py tests/test_triton.py tests/test_precision.py
-step kernel_resources 60 python benchmarks/triton_resources.py
-step bench 200 python -m sdfsrn_fast.bench --shapes study large --rounds 5 --json "$log/bench.json"
-step train_study_20 120 python -m sdfsrn_fast.study.train --preset study --epochs 20 --eval-every 0 --figures false \
-    --no-progress --overwrite --out "$log/study20"
-cp -r "$log/study20/metrics.jsonl" "$log/study20_metrics.jsonl" 2>/dev/null
-step gpu_compile 120 python -m sdfsrn_fast.bench --gpu-compile --json "$log/gpu_compile.json"
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
+  $py -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', \
+triton.__version__, torch.cuda.get_device_name())"; nproc; } > "$log/machine.txt" 2>&1
+cat "$log/machine.txt" | tee -a "$log/summary.txt"
+bench="$py -m sdfsrn_fast.bench --rounds 20"
+step tests 110 $py -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_triton.py
+step bench_study 140 $bench --shapes study --modes forward_backward forward --precisions bf16 tf32 \
+    --backends ${BENCH_BACKENDS:-triton compiled reference} --json "$log/bench_study.json"
+step kernel_resources 50 $py benchmarks/triton_resources.py
+step profile 40 $py benchmarks/gpu_profile.py triton study bf16
+step train_bf16 70 $py -m sdfsrn_fast.study.train --preset study --epochs 20 --eval-every 0 --figures false \
+    --snapshot-every 0 --precision bf16 --no-progress --overwrite --out "$log/study_bf16"
+step bench_large 60 $bench --shapes large --modes forward_backward forward --precisions bf16 \
+    --backends triton compiled --json "$log/bench_large.json"
+step bench_reference_compiled 40 $bench --shapes study --modes forward_backward --precisions bf16 \
+    --backends reference_compiled --json "$log/bench_reference_compiled.json"
+step train_fp32 40 $py -m sdfsrn_fast.study.train --preset study --epochs 20 --eval-every 0 --figures false \
+    --snapshot-every 0 --precision 32 --no-progress --overwrite --out "$log/study_fp32"
+for run in study_bf16 study_fp32; do
+    cp "$log/$run/metrics.jsonl" "$log/${run}_metrics.jsonl" 2>/dev/null
+    cp "$log/$run/config.json" "$log/${run}_config.json" 2>/dev/null
+    rm -rf "${log:?}/$run"
+done
+for f in tests bench_study kernel_resources profile bench_large bench_reference_compiled; do
+    [[ -f "$log/$f.log" ]] && tail -n 30 "$log/$f.log" | tr '\r' '\n' | grep -v '^benchmarks:' >> "$log/summary.txt"
+done
+tar czf "$out/gpu_check.tgz" -C "$log" .
+cp "$log/summary.txt" "$out/summary.txt"
 cat "$log/summary.txt"

@@ -22,11 +22,13 @@ spills 5.5-17 KB of registers (``shared/TRITON_NOTES.md``, backward probe, sm_90
 about 8H bytes per kept sample and layer, and the backward touches only the few per cent of samples whose
 soft-min weight is at least ``grad_eps``.
 
-Precision (``shared/SPEC.md``): on CUDA tf32 operands when ``torch.get_float32_matmul_precision() != "highest"``,
+Precision (``shared/SPEC.md``): on CUDA tf32 operands when ``torch.get_float32_matmul_precision() != "highest"``
+(rounded to nearest by ``cvt.rna.tf32.f32`` first: ``tl.dot``'s tf32 drops the low bits, which made the
+silhouettes err 4.8x the cuBLAS-tf32 reference's on an H200),
 and bfloat16/float16 operands under ``torch.autocast``; exact float32 and float64 with IEEE ``tl.dot`` in the
 interpreter (the tests' float64 and gradcheck), not on CUDA (see the block sizes below). Accumulation, the xyz FMAs,
-the latent shares, the output layer and the soft minimum are in the accumulator dtype (float32, or float64). The interpreter's bfloat16
-``tl.dot`` is wrong (triton #11584) and its float32->bfloat16 cast truncates: under ``TRITON_INTERPRET=1``
+the latent shares, the output layer and the soft minimum are in the accumulator dtype (float32, or float64). The
+interpreter's bfloat16 ``tl.dot`` is wrong (triton #11584) and its float32->bfloat16 cast truncates: under ``TRITON_INTERPRET=1``
 bfloat16 runs as an exact emulation, operands rounded to nearest-even bfloat16 by bit arithmetic and multiplied
 in IEEE float32, which is what the tensor cores compute.
 
@@ -51,6 +53,13 @@ sm_90 no spill at H <= 128 (123-255 registers, HGMMA), 216 B (forward) and 688 B
 32-wide hidden tiles at H <= 128, 64 points, 8 warps: no spill but for 96 B in the backward at H = 128. On sm_80
 (HMMA) the same tiles spill 112-296 B at H = 128. Exact float32 and float64 are not run on CUDA (IEEE dots compile
 to FMA loops that spilled everything at H = 128): ``backend="auto"`` takes the compiled backend for them.
+
+Measured on an NVIDIA H200 (torch 2.11.0+cu130, triton 3.6.0, 2026-11-28; docs/performance.md has the tables and
+commands): study shape, bfloat16, forward 2.7-3.2 ms against the compiled backend's 8.3 ms (11-14% of the 781 TFLOP/s
+bf16 matmul rate measured in the same run; the kernel alone 1.07 ms, about 34%); forward+backward 6.6 ms (one
+backward chunk) against 13.7 ms, with 117 MB peak (8192-sample chunks) against 554 MB. The host side (sample
+selection, program tables, about 70 small ops a backward chunk, the eager NaN checks) takes more time than the
+GPU does: the next gain is there, not in the kernels.
 """
 
 from __future__ import annotations
@@ -109,14 +118,17 @@ if triton is not None:
 
     @triton.jit
     def _operand(x, DOT: tl.constexpr):
-        """A dot operand in the dot's precision. DOT: 0 IEEE (the interpreter) / 1 tf32, in the input's dtype;
-        2 bfloat16, 3 float16, 4 bfloat16 emulated in float32 (the interpreter)."""
+        """A dot operand in the dot's precision. DOT: 0 IEEE (the interpreter), in the input's dtype; 1 tf32 (rounded
+        to nearest, kept in float32); 2 bfloat16, 3 float16, 4 bfloat16 emulated in float32 (the interpreter)."""
         if DOT == 2:
             return x.to(tl.bfloat16)
         elif DOT == 3:
             return x.to(tl.float16)
         elif DOT == 4:
             return _round_bf16(x.to(tl.float32))
+        elif DOT == 1:  # tl.dot's tf32 drops the low mantissa bits (triton #4574): round them as cuBLAS does
+            return tl.inline_asm_elementwise("cvt.rna.tf32.f32 $0, $1;", "=r, r", [x], dtype=tl.float32,
+                                             is_pure=True, pack=1)
         else:
             return x
 
@@ -348,8 +360,15 @@ if triton is not None:
 # The compiled kernel of the last launch per (kernel, width, DOT mode): its n_regs / n_spills on a GPU.
 LAUNCHED: dict = {}
 
-# Kept samples per backward launch: bounds the h / d buffers (8 x [CHUNK, H]; 67 MB in float32 at H = 256).
-BACKWARD_CHUNK = 8192
+# Kept samples per backward launch: bounds the h / d buffers (8 x [CHUNK, H]: 5.6 KB a sample at H = 256 in
+# bfloat16). Each chunk costs about 70 small host-side ops, and the backward is bound by them on a GPU: at the study
+# shape (about 31k kept samples) one chunk of 65536 took the bfloat16 forward+backward from 9.30 ms to 6.63 ms
+# (NVIDIA H200, triton 3.6, 2026-11-28, benchmarks/gpu_profile.py). SDFSRN_TRITON_CHUNK overrides it.
+BACKWARD_CHUNK = {"cuda": 32768, "cpu": 8192}
+
+
+def _backward_chunk(device: torch.device) -> int:
+    return int(os.environ.get("SDFSRN_TRITON_CHUNK", BACKWARD_CHUNK.get(device.type, 8192)))
 
 
 def _precision(dtype: torch.dtype, compute_dtype, device: torch.device):
@@ -458,8 +477,9 @@ def triton_backward(grad_sil, sil, sdf, lse, z, origins, directions, near, far, 
     db1, db3, dW4, dW0p, dW2p, db4 = zeros(H), zeros(H), zeros(H), zeros(H, 3), zeros(H, 3), zeros()
     o, d, nr, fr = origins.reshape(-1, 3), directions.reshape(-1, 3), near.reshape(-1), far.reshape(-1)
     shapes = torch.arange(B, device=z.device)
-    for start in range(0, n, BACKWARD_CHUNK):
-        ray, kk, gg = (t[start : start + BACKWARD_CHUNK].contiguous() for t in (rays, k, g))
+    chunk = _backward_chunk(z.device)
+    for start in range(0, n, chunk):
+        ray, kk, gg = (t[start : start + chunk].contiguous() for t in (rays, k, g))
         m = ray.numel()
         low = [torch.empty(m, H, dtype=op_dtype, device=z.device) for _ in range(5)]  # h0, h1, h2, d1, d3
         full = [torch.empty(m, H, dtype=f, device=z.device) for _ in range(3)]  # h3, d0, d2
