@@ -54,6 +54,7 @@ class Config:
     precision: str = "32"
     encoder: Optional[str] = None  # "package.module:Class", called as Class(latent_dim=latent)
     eval_every: int = 50
+    snapshot_every: int = 25  # epochs between prediction snapshots for the report page (0: none)
     device: str = "auto"
     figures: bool = True
 

@@ -34,6 +34,7 @@ from .config import (RESUME_FIELDS, Config, PRESETS, TrainError, autocast_dtype,
 from .data import FAMILIES, ShapeDataset
 from .priors import ball_points, eikonal, symmetry_losses, view_mirrors
 from .runs import build_encoder, check_encoder, load_data, read_checkpoint, save_atomic
+from . import snapshots
 from .views import camera_rays, evaluate_novel_views
 
 __all__ = ["Config", "PRESETS", "TrainError", "TrainResult", "train", "preset_config", "tau_at", "lr_at", "main"]
@@ -98,6 +99,7 @@ class _Run:
     start_epoch: int = 0
     history: list = dataclasses.field(default_factory=list)
     scaler: Optional[torch.amp.GradScaler] = None
+    snaps: Optional[snapshots.Snapshots] = None  # prediction snapshots for the report page (rank 0)
 
 
 def _setup(cfg: Config, encoder, resume: bool, overwrite: bool) -> _Run:
@@ -135,6 +137,9 @@ def _setup(cfg: Config, encoder, resume: bool, overwrite: bool) -> _Run:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
             (out / "metrics.jsonl").write_text("")
+    if rank == 0 and cfg.snapshot_every > 0:
+        path = out / snapshots.FILE
+        run.snaps = snapshots.load(path, run.start_epoch) if resume and path.is_file() else snapshots.plan(ds)
     if world > 1:  # identical start on every rank
         import torch.distributed as dist
 
@@ -303,8 +308,10 @@ def _finish(run: _Run, wall_time: float) -> dict:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         if cfg.figures:
             from .figures import make_figures
+            from .report import write_report
 
             make_figures(out, run.encoder, run.decoder, run.ds, cfg, run.device, run.history)
+            write_report(out)
         print(f"done: {cfg.epochs} epochs in {wall_time / 60:.1f} min; train MSE "
               f"{summary.get('train_mse', float('nan')):.4f}; novel-view IoU {summary.get('novel_iou', float('nan')):.3f} "
               + " ".join(f"{f} {summary[f'novel_iou_{f}']:.3f}" for f in FAMILIES if f"novel_iou_{f}" in summary)
@@ -352,6 +359,11 @@ def train(config: Config, encoder: Optional[torch.nn.Module] = None, resume: boo
             row = _train_epoch(run, epoch)
             if run.rank == 0 and _evaluation_due(cfg, epoch):
                 row.update(evaluate_novel_views(run.encoder, run.decoder, run.ds, cfg, run.device))
+            if run.snaps is not None and snapshots.due(cfg, epoch):
+                t_snap = time.time()
+                snapshots.take(run.encoder, run.decoder, run.ds, run.snaps, cfg, run.device, epoch + 1,
+                               run.out / snapshots.FILE)
+                row["snapshot_time"] = time.time() - t_snap
             row["epoch_time"] = time.time() - t0
             _save(run, row)
             if bar is not None:

@@ -23,20 +23,21 @@ def camera_rays(ds: ShapeDataset, az, el, resolution: int, device):
 
 
 @torch.no_grad()
-def predict_silhouettes(encoder, decoder, ds: ShapeDataset, indices, az, el, cfg: Config, device, batch_views=12):
-    """Predicted silhouettes [len(indices), V, 64, 64] of shapes ``indices`` from angles az, el [len, V]."""
+def predict_silhouettes(encoder, decoder, ds: ShapeDataset, indices, az, el, cfg: Config, device, batch_views=12,
+                        resolution: int = EVAL_RESOLUTION):
+    """Predicted silhouettes [len(indices), V, res, res] of shapes ``indices`` from angles az, el [len, V]."""
     encoder.eval()
     z_all = encoder(ds.images[list(indices)].to(device))
     encoder.train()
     V = az.shape[1]
     z = z_all.repeat_interleave(V, dim=0)
-    rays = camera_rays(ds, az.reshape(-1), el.reshape(-1), EVAL_RESOLUTION, device)
+    rays = camera_rays(ds, az.reshape(-1), el.reshape(-1), resolution, device)
     out = []
     for s in range(0, z.shape[0], batch_views):
         part = [t[s : s + batch_views] for t in rays]
         out.append(render(decoder, z[s : s + batch_views], *part, num_samples=cfg.eval_samples, tau=cfg.tau_end,
                           tau_min=cfg.tau_end * cfg.tau_min_ratio, backend=cfg.backend))
-    return torch.cat(out).reshape(len(indices), V, EVAL_RESOLUTION, EVAL_RESOLUTION).cpu()
+    return torch.cat(out).reshape(len(indices), V, resolution, resolution).cpu()
 
 
 def silhouette_iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
