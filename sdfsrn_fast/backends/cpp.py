@@ -4,8 +4,10 @@
 as the custom ops ``sdfsrn_fast::cpp_render`` / ``cpp_render_backward`` (:mod:`._ops`).
 
 The extension is compiled with ``torch.utils.cpp_extension`` and ninja on first use (cached in torch's extension
-directory; ``pip install -e .`` never needs a compiler). Where it cannot be built (no compiler, a failed build)
-``backend="auto"`` warns once and takes the compiled backend; ``backend="cpp"`` raises the build's error.
+directory; ``pip install -e .`` never needs a compiler). ``backend="cpp"`` raises the build's error where it cannot
+be built (no compiler, a failed build). ``backend="auto"`` tries it after the compiled backend, which trains
+faster at the study shape (docs/performance.md), so today it runs by name; were it placed first, a failed build
+would be one warning and the compiled backend would take the call (``try_load``, tested).
 What it is not: a GPU path, or a path for generic callable decoders (SDFDecoder only), and it takes no float16
 (autocast to bfloat16 on CPUs).
 """
