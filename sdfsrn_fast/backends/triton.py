@@ -136,8 +136,8 @@ if triton is not None:
     def _dot(a, b, acc, DOT: tl.constexpr):
         if DOT == 1:
             return tl.dot(a, b, acc, input_precision="tf32")
-        elif DOT == 0 or DOT == 4:
-            return tl.dot(a, b, acc, input_precision="ieee")
+        elif DOT == 0 or DOT == 4:  # out_dtype: float64 accumulators (triton 3.6 assumed float32 without it)
+            return tl.dot(a, b, acc, input_precision="ieee", out_dtype=acc.dtype)
         else:
             return tl.dot(a, b, acc)
 
