@@ -41,7 +41,7 @@ bench="$py -m sdfsrn_fast.bench --rounds 20"
 step tests 110 $py -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_triton.py
 step bench_study 140 $bench --shapes study --modes forward_backward forward --precisions bf16 tf32 \
     --backends ${BENCH_BACKENDS:-triton compiled reference} --json "$log/bench_study.json"
-step kernel_resources 50 $py benchmarks/triton_resources.py
+step kernel_resources 150 $py benchmarks/triton_resources.py
 step profile 40 $py benchmarks/gpu_profile.py triton study bf16
 step train_bf16 70 $py -m sdfsrn_fast.study.train --preset study --epochs 20 --eval-every 0 --figures false \
     --snapshot-every 0 --precision bf16 --no-progress --overwrite --out "$log/study_bf16"
