@@ -202,6 +202,26 @@ void forward_impl(const at::Tensor& o, const at::Tensor& d, const at::Tensor& ne
   });
 }
 
+// d = y act'(x) (y: the product d_next W, in t.y) at a layer that also meets the xyz columns and the latent share
+// (layers 0 and 2): accumulates the share's gradient per shape into dc [B, H] and the xyz columns' into dWp [H, 3];
+// with STORE keeps d in t.dop as the operand of the next product.
+template <bool STORE, typename op_t, typename acc_t>
+void share_grads(const Net<acc_t>& net, int64_t m, const std::vector<op_t>& x, Tile<op_t, acc_t>& t, acc_t* dc,
+                 acc_t* dWp) {
+  const int64_t H = net.H;
+  for (int64_t i = 0; i < m; ++i) {
+    acc_t* dcs = dc + t.shape[i] * H;
+    for (int64_t c = 0; c < H; ++c) {
+      const acc_t dv = acc_t(t.y[i * H + c]) * act_grad_from_output(acc_t(x[i * H + c]), net.relu, net.beta);
+      if (STORE) t.dop[i * H + c] = op_t(dv);
+      dcs[c] += dv;
+      dWp[3 * c] += dv * t.px[i];
+      dWp[3 * c + 1] += dv * t.py[i];
+      dWp[3 * c + 2] += dv * t.pz[i];
+    }
+  }
+}
+
 struct Grads {
   at::Tensor dc0, dc2, dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4;
 };
@@ -261,17 +281,7 @@ Grads backward_impl(const at::Tensor& o, const at::Tensor& d, const at::Tensor& 
         weight_grad<op_t, acc_t>(m, H, t.dop.data(), t.x2.data(), tW3);
         // d2 = (d3 W3) act'(h2): also meets the xyz columns and the latent share
         linear_back(m, H, t.dop.data(), W3, t.y.data());
-        for (int64_t i = 0; i < m; ++i) {
-          acc_t* dc2s = pdc2 + t.shape[i] * H;
-          for (int64_t c = 0; c < H; ++c) {
-            const acc_t dv = acc_t(t.y[i * H + c]) * act_grad_from_output(acc_t(t.x2[i * H + c]), net.relu, net.beta);
-            t.dop[i * H + c] = op_t(dv);
-            dc2s[c] += dv;
-            pdW2p[3 * c] += dv * t.px[i];
-            pdW2p[3 * c + 1] += dv * t.py[i];
-            pdW2p[3 * c + 2] += dv * t.pz[i];
-          }
-        }
+        share_grads<true>(net, m, t.x2, t, pdc2, pdW2p);
         weight_grad<op_t, acc_t>(m, H, t.dop.data(), t.x1.data(), tW2h);
         // d1 = (d2 W2h) act'(h1)
         linear_back(m, H, t.dop.data(), W2h, t.y.data());
@@ -284,16 +294,7 @@ Grads backward_impl(const at::Tensor& o, const at::Tensor& d, const at::Tensor& 
         weight_grad<op_t, acc_t>(m, H, t.dop.data(), t.x0.data(), tW1);
         // d0 = (d1 W1) act'(h0)
         linear_back(m, H, t.dop.data(), W1, t.y.data());
-        for (int64_t i = 0; i < m; ++i) {
-          acc_t* dc0s = pdc0 + t.shape[i] * H;
-          for (int64_t c = 0; c < H; ++c) {
-            const acc_t dv = acc_t(t.y[i * H + c]) * act_grad_from_output(acc_t(t.x0[i * H + c]), net.relu, net.beta);
-            dc0s[c] += dv;
-            pdW0p[3 * c] += dv * t.px[i];
-            pdW0p[3 * c + 1] += dv * t.py[i];
-            pdW0p[3 * c + 2] += dv * t.pz[i];
-          }
-        }
+        share_grads<false>(net, m, t.x0, t, pdc0, pdW0p);
       }
     }
   });

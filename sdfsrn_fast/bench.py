@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-__all__ = ["SHAPES", "BACKENDS", "PRECISIONS", "make_case", "make_step", "measure", "rates", "mlp_flops",
+__all__ = ["SHAPES", "BACKENDS", "PRECISIONS", "make_case", "make_step", "measure", "rates", "mlp_flops", "gemm_size",
            "gemm_gflops", "main"]
 
 
@@ -292,6 +292,11 @@ def measure_subprocess(backend: str, shape: str, mode: str, rounds: int = 3, env
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def gemm_size(device: torch.device) -> int:
+    """The side of :func:`gemm_gflops`'s square matmul: large enough to fill the device."""
+    return 8192 if device.type == "cuda" else 2048
+
+
 def gemm_gflops(precision: str = "32", n: int | None = None, reps: int = 5, device=None) -> float:
     """This machine's matrix-multiply throughput (n x n x n; default 2048 on a CPU, 8192 on a GPU, random data) in
     a precision, best of ``reps`` and, for float32, of the two matmuls the kernels may use: aten's (MKL on x86
@@ -300,7 +305,7 @@ def gemm_gflops(precision: str = "32", n: int | None = None, reps: int = 5, devi
     from .backends.fused import linear
 
     device = torch.device(device) if device is not None else default_device()
-    n = n or (8192 if device.type == "cuda" else 2048)
+    n = n or gemm_size(device)
     dtype = PRECISIONS[precision]
     torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
@@ -442,7 +447,7 @@ def main(argv=None) -> None:
     peak = {prec: gemm_gflops(prec) for prec in args.precisions}
     sgemm = gemm_gflops("32") if "32" not in peak else peak["32"]
     for prec, rate in peak.items():
-        n = 8192 if default_device().type == "cuda" else 2048
+        n = gemm_size(default_device())
         print(f"matmul {prec} ({n}^3, {default_device()}, {torch.get_num_threads()} threads): {rate:.1f} GFLOP/s")
     rows = []
     if args.train_step:

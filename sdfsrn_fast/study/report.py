@@ -48,8 +48,7 @@ def _snapshots_from_checkpoint(run_dir: Path) -> snapshots.Snapshots:
     ds = load_data(cfg)
     snaps = snapshots.plan(ds)
     snaps.epochs = np.array([ckpt["epoch"]])
-    with torch.no_grad():
-        snaps.pred = snapshots.predict(encoder, decoder, ds, snaps, cfg, torch.device("cpu"))[None]
+    snaps.pred = snapshots.predict(encoder, decoder, ds, snaps, cfg, torch.device("cpu"))[None]
     return snaps
 
 
