@@ -16,6 +16,7 @@ import io
 import json
 import math
 import sys
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -184,7 +185,7 @@ def write_report(run_dir, out=None) -> Path:
     """Writes the page (default ``RUN_DIR/report.html``); returns its path."""
     run_dir = Path(run_dir)
     data = json.dumps(page_data(run_dir)).replace("</", "<\\/")  # no "</script>" inside the data block
-    html = PAGE.replace("__RUN__", run_dir.resolve().name).replace("__DATA__", data)
+    html = PAGE.replace("__RUN__", escape(run_dir.resolve().name)).replace("__DATA__", data)
     path = Path(out) if out else run_dir / "report.html"
     path.write_text(html)
     return path
