@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 __all__ = ["SHAPES", "BACKENDS", "PRECISIONS", "make_case", "make_step", "measure", "rates", "mlp_flops", "gemm_size",
-           "gemm_gflops", "main"]
+           "gemm_gflops", "OpCounter", "SYNCING_OPS", "host_ops", "main"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,92 @@ def _reference_compiled():
 
         _REFERENCE_COMPILED = torch.compile(render_reference)
     return _REFERENCE_COMPILED
+
+
+# aten calls after which the host waits for the device: a result whose size (nonzero, ...) or value (.item()) it reads
+SYNCING_OPS = frozenset({"aten.nonzero.default", "aten._local_scalar_dense.default", "aten.repeat_interleave.Tensor",
+                         "aten.bincount.default", "aten.masked_select.default", "aten.unique_consecutive.default",
+                         "aten._unique2.default", "aten.is_nonzero.default"})
+
+
+class OpCounter:
+    """Counts the aten calls made under it (``with OpCounter() as c: ...; c.total, c.syncs, c.counts``). A custom op
+    counts as one call: call a backend's functions directly to count what it does inside."""
+
+    def __enter__(self):
+        import collections
+
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counts = self.counts = collections.Counter()
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                counts[str(func)] += 1
+                return func(*args, **(kwargs or {}))
+
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def syncs(self) -> int:
+        return sum(n for op, n in self.counts.items() if op in SYNCING_OPS)
+
+
+def host_ops(shape: str = "tiny", precision: str = "32") -> dict:
+    """What the triton backend's host side issues around its kernels in one forward and one backward at ``shape``:
+    ``{"forward": OpCounter, "backward": OpCounter, "launches": {...}}``. The kernels run once for real (in the
+    interpreter without a GPU) to give the backward its inputs; the counted calls have their launches replaced by
+    counters, so that the interpreter's own work is not counted. The same Python runs on a GPU, where each counted
+    call that is not a view is a kernel launch or an allocation, and each syncing one a wait."""
+    from .backends import triton as tb
+    from .backends.fused import decoder_weights
+
+    case = make_case(shape)
+    s = case["shape"]
+    weights = [w.detach() for w in decoder_weights(case["decoder"])]
+    amp = PRECISIONS[precision]
+    compute = amp if amp in (torch.bfloat16, torch.float16) else None
+    args = (case["z"].detach(), *case["rays"], None, weights, s.samples, 0.01, 0.005, "relu", 100.0, compute)
+    sil, sdf, lse = tb.triton_forward(*args)
+    grad = torch.ones_like(sil)
+    launches = {}
+    kernels = {"forward": "_render_fwd_kernel", "backward": "_render_bwd_kernel"}
+    real = {name: getattr(tb, name) for name in kernels.values()}
+
+    class Launch:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            def launch(*a, **k):
+                launches[self.name] = launches.get(self.name, 0) + 1  # the pass's name: forward, backward
+
+            return launch
+
+    out = {}
+    try:
+        for pass_, name in kernels.items():
+            setattr(tb, name, Launch(pass_))
+        with OpCounter() as out["forward"]:
+            tb.triton_forward(*args)
+        z, o, d, near, far, valid = args[:6]
+        with OpCounter() as out["backward"]:
+            tb.triton_backward(grad, sil, sdf, lse, z, o, d, near, far, valid, None, weights, s.samples, 0.01, 0.005,
+                               1e-4, "relu", 100.0, compute)
+    finally:
+        for name, fn in real.items():
+            setattr(tb, name, fn)
+    out["launches"] = launches
+    return out
 
 
 def make_step(backend: str, case: dict, mode: str, precision: str = "32"):
@@ -184,10 +270,10 @@ def evaluated_points(backend: str, case: dict, mode: str) -> tuple[int, int, int
     if backend in BASELINES:
         dense = s.batch * s.resolution**2 * s.samples
         return dense, dense if mode == "forward_backward" else 0, 0
-    from .backends.fused import STATS
+    from .backends.fused import stat
 
-    backward = STATS["backward_points"] if mode == "forward_backward" else 0
-    return STATS["forward_points"], backward, STATS["refined_points"]
+    backward = stat("backward_points") if mode == "forward_backward" else 0
+    return stat("forward_points"), backward, stat("refined_points")
 
 
 def flop_counts(backend: str, case: dict, mode: str, points: tuple[int, int, int]) -> tuple[float, float]:
@@ -340,17 +426,17 @@ def grad_eps_error(values, shape: str = "study", fit_steps: int = 150) -> list[d
 
     grads(0.0)  # warm-up (compile)
     exact, t_exact = grads(0.0)
-    from .backends.fused import STATS
+    from .backends.fused import stat
 
-    rows = [dict(grad_eps=0.0, worst=0.0, global_=0.0, backward_s=t_exact, kept=STATS["backward_points"] /
-                 max(STATS["forward_points"], 1))]
+    rows = [dict(grad_eps=0.0, worst=0.0, global_=0.0, backward_s=t_exact, kept=stat("backward_points") /
+                 max(stat("forward_points"), 1))]
     flat_exact = torch.cat([g.flatten() for g in exact])
     for eps in values:
         g, t = grads(eps)
         worst = max(((a - b).norm() / b.norm()).item() for a, b in zip(g, exact))
         glob = ((torch.cat([x.flatten() for x in g]) - flat_exact).norm() / flat_exact.norm()).item()
         rows.append(dict(grad_eps=eps, worst=worst, global_=glob, backward_s=t,
-                         kept=STATS["backward_points"] / max(STATS["forward_points"], 1)))
+                         kept=stat("backward_points") / max(stat("forward_points"), 1)))
     return rows
 
 
@@ -414,6 +500,23 @@ def gpu_compile(archs, widths, dots, json_path=None) -> int:
     return 1 if bad else 0
 
 
+def print_host_ops(shapes, precisions) -> None:
+    """``--host-ops``: one line per shape, precision and pass (the triton backend runs in its interpreter without a
+    GPU, as ``main`` arranges)."""
+    print(f"{'shape':<6} {'precision':<9} {'pass':<9} {'aten calls':>10} {'not views':>9} {'syncing':>7} {'launches':>8}  syncing calls")
+    views = ("aten.view.", "aten.t.", "aten.slice.", "aten.select.", "aten.unsqueeze.", "aten.squeeze.",
+             "aten.transpose.", "aten.unbind.", "aten.expand.", "aten.detach.", "aten.alias.", "aten._reshape_alias.")
+    for shape in shapes:
+        for precision in precisions:
+            out = host_ops(shape, precision)
+            for name in ("forward", "backward"):
+                c = out[name]
+                work = sum(n for op, n in c.counts.items() if not op.startswith(views))
+                syncing = ", ".join(f"{op} x{n}" for op, n in c.counts.items() if op in SYNCING_OPS)
+                print(f"{shape:<6} {precision:<9} {name:<9} {c.total:>10} {work:>9} {c.syncs:>7}  "
+                      f"{out['launches'].get(name, 0):>8}  {syncing}")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m sdfsrn_fast.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", nargs="+", default=["tiny", "study"], choices=list(SHAPES))
@@ -433,6 +536,9 @@ def main(argv=None) -> None:
     p.add_argument("--gpu-compile", action="store_true",
                    help="instead: compile the triton kernels ahead of time for --archs (no GPU needed) and print "
                         "registers, spills, shared memory and tensor-core instructions; exit 1 on a problem")
+    p.add_argument("--host-ops", action="store_true",
+                   help="instead: count the aten calls and syncs the triton backend's host side issues in one forward "
+                        "and one backward at each of --shapes and --precisions (kernel launches not run)")
     p.add_argument("--archs", nargs="+", type=int, default=[80, 90], help="--gpu-compile: sm_XX targets")
     p.add_argument("--widths", nargs="+", type=int, default=[64, 128, 256], help="--gpu-compile: hidden widths")
     p.add_argument("--dots", nargs="+", default=["bf16", "fp16", "tf32"], help="--gpu-compile: dot precisions")
@@ -444,6 +550,11 @@ def main(argv=None) -> None:
         return
     if args.gpu_compile:
         sys.exit(gpu_compile(args.archs, args.widths, args.dots, args.json))
+    if args.host_ops:
+        if not torch.cuda.is_available():
+            os.environ.setdefault("TRITON_INTERPRET", "1")  # read when triton is imported, which has not happened yet
+        print_host_ops(args.shapes, args.precisions)
+        return
     peak = {prec: gemm_gflops(prec) for prec in args.precisions}
     sgemm = gemm_gflops("32") if "32" not in peak else peak["32"]
     for prec, rate in peak.items():

@@ -59,7 +59,14 @@ def chunk_size(device: torch.device) -> int:
 # Samples the last forward and backward evaluated the decoder at (for the benchmarks' FLOP counts).
 # With the bfloat16 screen: refined_points were recomputed in float32, screened_points kept their bfloat16 value,
 # screen_error is the largest |s_bf16 - s_fp32| seen.
+# A backend that would need a sync to count may store a callable, called only when read (:func:`stat`).
 STATS = {"forward_points": 0, "backward_points": 0, "refined_points": 0, "screened_points": 0, "screen_error": 0.0}
+
+
+def stat(name: str):
+    """``STATS[name]`` of the last call, as a number."""
+    value = STATS[name]
+    return value() if callable(value) else value
 
 
 def _act(x, activation: str, beta: float):
@@ -345,32 +352,38 @@ def fused_forward(kernels: Kernels, z, origins, directions, near, far, valid, ji
     return sil.view(B, R), sdf.view(B, R, S), lse.view(B, R)
 
 
-def kept_samples(grad_sil, sil, sdf, lse, valid, jitter, num_samples: int, tau: float, tau_min: float,
-                 grad_eps: float):
-    """The samples the sparse backward recomputes, in the order of the forward's samples (by ray, then along it):
-    ``(rays [n], k [n], g [n])``: each one's ray (into B * R), its offset along the ray (``index + 0.5`` plus any
-    jitter, for :func:`sample_points_at`) and ``g = dL/ds`` there. Kept: ``w_k >= grad_eps`` on rays whose
-    ``|dL/dm|`` is at least ``grad_eps`` times the largest; with ``grad_eps = 0`` every term that is not negligible
-    even in float64 (2^-80 of the largest)."""
+def kept_indices(grad_sil, sil, sdf, lse, valid, num_samples: int, tau: float, tau_min: float, grad_eps: float):
+    """The samples the sparse backward recomputes: ``(idx [n], g [n])``, their indices into the ``B * R * S``
+    samples (ascending: by ray, then along it) and ``g = dL/ds`` there. Kept: ``w_k >= grad_eps`` on valid rays
+    whose ``|dL/dm|`` is at least ``grad_eps`` times the largest; with ``grad_eps = 0`` every term that is not
+    negligible even in float64 (2^-80 of the largest). One ``nonzero``: the only sync."""
     S = num_samples
-    ray_index = valid.reshape(-1).nonzero().squeeze(1)
-    sil_v = sil.reshape(-1)[ray_index]
-    dm = -(1.0 / tau) * sil_v * (1 - sil_v) * grad_sil.reshape(-1)[ray_index]  # [Nv]
-    w = torch.exp(-sdf.reshape(-1, S)[ray_index] / tau_min - lse.reshape(-1)[ray_index][:, None])  # weights [Nv, S]
-    ds = dm[:, None] * w
+    v = valid.reshape(-1, 1)
+    s = sil.reshape(-1, 1)
+    dm = torch.where(v, -(1.0 / tau) * s * (1 - s) * grad_sil.reshape(-1, 1), 0)  # [B*R, 1]
+    w = torch.exp(-sdf.reshape(-1, S) / tau_min - lse.reshape(-1, 1))  # soft-min weights [B*R, S]
+    ds = dm * w
 
     def largest(t):
         return t.abs().max() if t.numel() else t.new_zeros(())
 
     if grad_eps > 0:
-        keep = (w >= grad_eps) & (dm.abs() >= grad_eps * largest(dm))[:, None]
+        keep = (w >= grad_eps) & (v & (dm.abs() >= grad_eps * largest(dm)))
     else:  # exact: drop only what is 2^-80 below the largest term, which float32 would carry as denormals
         keep = ds.abs() > largest(ds) * 2.0**-80  # (denormals made this backward 40x slower: 66 s vs 1.6 s)
     idx = keep.view(-1).nonzero().squeeze(1)
-    rays = ray_index[torch.div(idx, S, rounding_mode="floor")]
-    k = (idx % S).to(sdf.dtype) + 0.5
+    return idx, ds.view(-1)[idx]
+
+
+def kept_samples(grad_sil, sil, sdf, lse, valid, jitter, num_samples: int, tau: float, tau_min: float,
+                 grad_eps: float):
+    """:func:`kept_indices` as ``(rays [n], k [n], g [n])``: each kept sample's ray (into B * R), its offset along
+    it (``index + 0.5`` plus any jitter, for :func:`sample_points_at`) and ``g = dL/ds`` there."""
+    idx, g = kept_indices(grad_sil, sil, sdf, lse, valid, num_samples, tau, tau_min, grad_eps)
+    rays = torch.div(idx, num_samples, rounding_mode="floor")
+    k = (idx % num_samples).to(sdf.dtype) + 0.5
     jit = _tail(jitter, rays)
-    return rays, (k if jit is None else k + jit), ds.view(-1)[idx]
+    return rays, (k if jit is None else k + jit), g
 
 
 @torch.no_grad()

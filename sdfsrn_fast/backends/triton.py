@@ -2,25 +2,30 @@
 ``TRITON_INTERPRET=1`` for tests), registered as the custom ops ``sdfsrn_fast::triton_render`` and
 ``sdfsrn_fast::triton_render_backward`` (:mod:`._ops`).
 
-Forward (:func:`_render_fwd_kernel`): one program takes ``BLOCK_R`` valid rays and walks their samples in chunks
+Forward (:func:`_render_fwd_kernel`): one program takes ``BLOCK_R`` rays of one shape and walks their samples in chunks
 of ``BLOCK_S`` (``BLOCK_M = BLOCK_R * BLOCK_S`` points a tile). It computes the points from (origin, direction,
 near, far, jitter), gathers each point's latent share of layers 1 and 3 (``W_z z + b``, computed once per shape
 on the host), adds the xyz parts of layers 1 and 3 as three FMAs, runs the three H x H layers as ``tl.dot`` on
 64-wide tiles of the hidden dimension (a tuple of ``[BLOCK_M, 64]`` tiles, ``out_j = sum_i h_i W_ij``), the
 output layer as a row reduction, and keeps an online logsumexp per ray (FlashAttention's pattern), so any S
 works. It writes only the per-sample SDF, the per-ray logsumexp and the silhouette; no hidden activation reaches
-global memory. Only valid rays get programs.
+global memory. A program whose rays are all invalid writes their zeros and does no other work; the grid is fixed by
+(B, R), so the host issues no ``nonzero`` and no sync: the forward is the latent shares, the weights' casts and
+one launch.
 
 Backward: the host picks the kept samples exactly as the compiled backend does
-(:func:`~sdfsrn_fast.backends.fused.kept_samples`); :func:`_render_bwd_kernel` recomputes the decoder there,
-backpropagates ``g = dL/ds`` through it (``d_l = (d_{l+1} W_{l+1}) * act'(h_l)``, with ``act'`` read off the
-activations) and writes, per kept sample and layer, the compact tiles ``h_l`` and ``d_l``. The weight gradients
-``D_l^T H_{l-1}`` are then cuBLAS matmuls (tiny-cuda-nn's split), and the latent's share of ``d_0``, ``d_2`` sums
-per shape through a one-hot matmul: deterministic, no atomics. Why the split and not in-kernel per-program
-partials: at H = 256 keeping the three ``dW`` tiles of a program on chip needs 256-450 KB of shared memory and
-spills 5.5-17 KB of registers (``shared/TRITON_NOTES.md``, backward probe, sm_90 bf16), while the split moves
-about 8H bytes per kept sample and layer, and the backward touches only the few per cent of samples whose
-soft-min weight is at least ``grad_eps``.
+(:func:`~sdfsrn_fast.backends.fused.kept_indices`: one ``nonzero``, the backward's only sync);
+:func:`_render_bwd_kernel` finds its shape's samples from the per-shape boundaries (no program table), recomputes
+the decoder there, backpropagates ``g = dL/ds`` through it (``d_l = (d_{l+1} W_{l+1}) * act'(h_l)``, with ``act'``
+read off the activations) and writes, per kept sample, the compact tiles ``h_0..h_2`` and ``d_1..d_3`` in the dot
+operands' dtype. The three H x H weight gradients ``D_l^T H_{l-1}`` are then cuBLAS matmuls (tiny-cuda-nn's
+split). Everything narrower is summed in the kernel per program (one row of ``11 H + 1`` partials: the latent
+shares of ``d_0`` and ``d_2``, the xyz columns ``d^T p``, ``dW4 = g^T h_3``, the biases) and over programs by one
+matmul with a one-hot of the programs' shapes: deterministic, no atomics, no ``h_3``/``d_0`` in memory. Why the
+split for the H x H gradients and not in-kernel per-program partials: at H = 256 keeping the three ``dW`` tiles of a
+program on chip needs 256-450 KB of shared memory and spills 5.5-17 KB of registers (``shared/TRITON_NOTES.md``,
+backward probe, sm_90 bf16), while the split moves about 4H bytes per kept sample and layer in bfloat16, and the
+backward touches only the few per cent of samples whose soft-min weight is at least ``grad_eps``.
 
 Precision (``shared/SPEC.md``): on CUDA tf32 operands when ``torch.get_float32_matmul_precision() != "highest"``
 (rounded to nearest by ``cvt.rna.tf32.f32`` first: ``tl.dot``'s tf32 drops the low bits, which made the
@@ -57,9 +62,10 @@ to FMA loops that spilled everything at H = 128): ``backend="auto"`` takes the c
 Measured on an NVIDIA H200 (torch 2.11.0+cu130, triton 3.6.0, 2026-11-28; docs/performance.md has the tables and
 commands): study shape, bfloat16, forward 2.7-3.2 ms against the compiled backend's 8.3 ms (11-14% of the 781 TFLOP/s
 bf16 matmul rate measured in the same run; the kernel alone 1.07 ms, about 34%); forward+backward 6.6 ms (one
-backward chunk) against 13.7 ms, with 117 MB peak (8192-sample chunks) against 554 MB. The host side (sample
-selection, program tables, about 70 small ops a backward chunk, the eager NaN checks) takes more time than the
-GPU does: the next gain is there, not in the kernels.
+backward chunk) against 13.7 ms, with 117 MB peak (8192-sample chunks) against 554 MB. That run's host side (sample
+selection, program tables, about 70 small ops a backward chunk, five syncs of the eager NaN checks) took more time
+than the GPU did; since then (not yet timed on a GPU) the host issues no sync in the forward and one in the
+backward, and 19 + 103 aten calls a forward+backward instead of 47 + 165 (``benchmarks/host_ops.py``).
 """
 
 from __future__ import annotations
@@ -69,7 +75,7 @@ import os
 import torch
 
 from ._ops import define_render_ops
-from .fused import STATS, decoder_weights, kept_samples
+from .fused import STATS, decoder_weights
 
 try:  # the module is imported only when the backend is asked for (render's dispatch imports it lazily)
     import triton
@@ -145,7 +151,7 @@ if triton is not None:
     def _share(C, W_P, b, px, py, pz, cols, H: tl.constexpr):
         """[BLOCK_M, HT] pre-activation of a layer's latent + xyz part for hidden columns ``cols``:
         ``C[b, cols] + p . W_P[cols, :]`` (C: per-shape ``W_z z + bias`` [B, H]; W_P: the xyz columns [H, 3]).
-        A program's points all belong to shape ``b`` (see :func:`_programs`): the share is one row, broadcast
+        A program's points all belong to shape ``b`` (see the kernels): the share is one row, broadcast
         (a per-point gather of it cost 76 more registers and a spill at H = 128, sm_90 bf16)."""
         cm = cols < H
         share = tl.load(C + b * H + cols, mask=cm, other=0.0)[None, :]
@@ -178,13 +184,13 @@ if triton is not None:
 
     @triton.jit
     def _store_tiles(BUF, first, end, tiles, BLOCK_M: tl.constexpr, HT: tl.constexpr, NT: tl.constexpr,
-                     H: tl.constexpr):
-        """Rows [first, end) of BUF [n, H] from the NT tiles (rows past ``end`` belong to the next program)."""
+                     H: tl.constexpr, LD: tl.constexpr):
+        """Rows [first, end) of BUF [n, H] (row stride LD) from the NT tiles (rows past ``end``: the next program's)."""
         rows = first + tl.arange(0, BLOCK_M)
         r = tl.arange(0, HT)
         for j in tl.static_range(NT):
             cols = j * HT + r
-            tl.store(BUF + rows[:, None] * H + cols[None, :], tiles[j].to(BUF.dtype.element_ty),
+            tl.store(BUF + rows[:, None] * LD + cols[None, :], tiles[j].to(BUF.dtype.element_ty),
                      mask=(rows < end)[:, None] & (cols[None, :] < H))
 
     # Layer 1's pre-activation has no dot of its own: left alone, triton computed it in a blocked layout where each
@@ -194,10 +200,11 @@ if triton is not None:
     @triton.jit
     def _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, ACT: tl.constexpr, BETA,
                        ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, HT: tl.constexpr,
-                       NT: tl.constexpr, H: tl.constexpr, STORE: tl.constexpr, H0, H1, H2, first, end):
+                       NT: tl.constexpr, H: tl.constexpr, STORE: tl.constexpr, H0, H1, H2, first, end,
+                       LD: tl.constexpr):
         """The four hidden layers at BLOCK_M points; returns h3 (a tuple of NT [BLOCK_M, HT] tiles in the
         accumulator dtype). h0..h2 (dot operands of the next layer) live only until the next layer has used them;
-        with STORE (the backward) each is written to rows [first, end) of H0..H2 [n, H] right away."""
+        with STORE (the backward) each is written to rows [first, end) of H0..H2 [n, H] (row stride LD) right away."""
         r = tl.arange(0, HT)
         h0 = ()
         for j in tl.static_range(NT):
@@ -206,19 +213,19 @@ if triton is not None:
                 a0 = tl.dot(tl.zeros([BLOCK_M, 16], dtype=tl.bfloat16), tl.zeros([16, HT], dtype=tl.bfloat16), a0)
             h0 = h0 + (_operand(_act(a0, ACT, BETA).to(ACC), DOT),)
         if STORE:
-            _store_tiles(H0, first, end, h0, BLOCK_M, HT, NT, H)
+            _store_tiles(H0, first, end, h0, BLOCK_M, HT, NT, H, LD)
         h1 = ()
         for j in tl.static_range(NT):
             a = _layer(h0, W1, j, ACC, DOT, BLOCK_M, HT, NT, H, False) + _bias(B1, j * HT + r, H)
             h1 = h1 + (_operand(_act(a, ACT, BETA), DOT),)
         if STORE:
-            _store_tiles(H1, first, end, h1, BLOCK_M, HT, NT, H)
+            _store_tiles(H1, first, end, h1, BLOCK_M, HT, NT, H, LD)
         h2 = ()
         for j in tl.static_range(NT):
             a = _layer(h1, W2H, j, ACC, DOT, BLOCK_M, HT, NT, H, False) + _share(C2, W2P, b, px, py, pz, j * HT + r, H)
             h2 = h2 + (_operand(_act(a, ACT, BETA), DOT),)
         if STORE:
-            _store_tiles(H2, first, end, h2, BLOCK_M, HT, NT, H)
+            _store_tiles(H2, first, end, h2, BLOCK_M, HT, NT, H, LD)
         h3 = ()
         for j in tl.static_range(NT):
             a = _layer(h2, W3, j, ACC, DOT, BLOCK_M, HT, NT, H, False) + _bias(B3, j * HT + r, H)
@@ -227,23 +234,27 @@ if triton is not None:
 
     @triton.jit
     def _render_fwd_kernel(
-        O, D, NEAR, FAR, JIT, RAYS,  # rays [B*R, 3] / [B*R]; RAYS [n_rays] the valid rays, in order
-        PROG_B, PROG_START, PROG_END,  # per program: its shape, its first and end slot in RAYS (see _programs)
+        O, D, NEAR, FAR, JIT, VALID,  # rays [B*R, 3] / [B*R]
         C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, W4, B4,  # shares [B, H]; xyz columns [H, 3]; H x H layers; output
-        SDF, LSE, SIL,  # out: [B*R, S], [B*R], [B*R]
+        SDF, LSE, SIL,  # out: [B*R, S], [B*R], [B*R]; zeros on invalid rays
         R, S, inv_tau_min, tau_min_over_tau, BETA,
         ACT: tl.constexpr, HAS_JIT: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr,
         BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr,
     ):
+        """Program ``pid = b cdiv(R, BLOCK_R) + j`` takes rays ``[j BLOCK_R, (j + 1) BLOCK_R)`` of shape ``b``: no
+        table of valid rays, hence no ``nonzero`` and no sync on the host. A program whose rays are all invalid
+        only writes their zeros."""
         BLOCK_M: tl.constexpr = BLOCK_R * BLOCK_S
         pid = tl.program_id(0)
-        b = tl.load(PROG_B + pid).to(tl.int64)
-        first = tl.load(PROG_START + pid)
-        end = tl.load(PROG_END + pid)
+        per_shape = tl.cdiv(R, BLOCK_R)
+        b = (pid // per_shape).to(tl.int64)
+        first = b * R + (pid % per_shape) * BLOCK_R
+        end = b * R + R
         m = tl.arange(0, BLOCK_M)
-        slot = first + m // BLOCK_S
-        ray_ok = slot < end
-        ray = tl.load(RAYS + slot, mask=ray_ok, other=0).to(tl.int64)
+        ray = first + m // BLOCK_S
+        in_range = ray < end
+        ray_ok = in_range & (tl.load(VALID + ray, mask=in_range, other=0) != 0)
+        live = tl.max(ray_ok.to(tl.int32), axis=0)  # 1 if any ray of the program is valid
         ox = tl.load(O + ray * 3 + 0, mask=ray_ok, other=0.0).to(ACC)
         oy = tl.load(O + ray * 3 + 1, mask=ray_ok, other=0.0).to(ACC)
         oz = tl.load(O + ray * 3 + 2, mask=ray_ok, other=0.0).to(ACC)
@@ -258,7 +269,8 @@ if triton is not None:
         b4 = tl.load(B4).to(ACC)
         m_i = tl.full([BLOCK_R], float("-inf"), dtype=ACC)
         l_i = tl.zeros([BLOCK_R], dtype=ACC)
-        for s0 in range(0, S, BLOCK_S):
+        s_live = S * live
+        for s0 in range(0, s_live, BLOCK_S):
             k = s0 + m % BLOCK_S
             ok = ray_ok & (k < S)
             kf = k.to(ACC) + 0.5
@@ -267,92 +279,118 @@ if triton is not None:
             t = near + kf * step  # as sample_points_at: near + k (far - near) / S
             px, py, pz = ox + t * dx, oy + t * dy, oz + t * dz
             h3 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, ACT, BETA, ACC, DOT, BLOCK_M,
-                                HT, NT, H, False, SDF, SDF, SDF, 0, 0)
+                                HT, NT, H, False, SDF, SDF, SDF, 0, 0, H)
             sdf = tl.zeros([BLOCK_M], dtype=ACC) + b4
             for j in tl.static_range(NT):
                 w4 = tl.load(W4 + j * HT + r, mask=j * HT + r < H, other=0.0).to(ACC)
                 sdf += tl.sum(h3[j] * w4[None, :], axis=1)
-            tl.store(SDF + ray * S + k, sdf.to(SDF.dtype.element_ty), mask=ok)
+            tl.store(SDF + ray * S + k, tl.where(ok, sdf, 0.0).to(SDF.dtype.element_ty), mask=in_range & (k < S))
             x = tl.reshape(tl.where(ok, -sdf * inv_tau_min, float("-inf")), [BLOCK_R, BLOCK_S])
             m_new = tl.maximum(m_i, tl.max(x, axis=1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
             l_i = l_i * tl.exp(m_i - m_safe) + tl.sum(tl.exp(x - m_safe[:, None]), axis=1)
             m_i = m_new
-        rr = first + tl.arange(0, BLOCK_R)
-        rr_ok = rr < end
-        ray_r = tl.load(RAYS + rr, mask=rr_ok, other=0).to(tl.int64)
-        lse = tl.where(rr_ok, m_i + tl.log(tl.where(rr_ok, l_i, 1.0)), 0.0)
-        tl.store(LSE + ray_r, lse.to(LSE.dtype.element_ty), mask=rr_ok)
-        sil = 1.0 / (1.0 + tl.exp(-lse * tau_min_over_tau))  # sigmoid(-m / tau), m = -tau_min lse
-        tl.store(SIL + ray_r, sil.to(SIL.dtype.element_ty), mask=rr_ok)
-
-    @triton.jit
-    def _operands(tiles, DOT: tl.constexpr, NT: tl.constexpr):
-        out = ()
-        for j in tl.static_range(NT):
-            out = out + (_operand(tiles[j], DOT),)
-        return out
+        for s0 in range(s_live, S, BLOCK_S):  # a program with no valid ray: its SDF rows are zeros
+            k = s0 + m % BLOCK_S
+            tl.store(SDF + ray * S + k, tl.zeros([BLOCK_M], dtype=SDF.dtype.element_ty), mask=in_range & (k < S))
+        ray_r = first + tl.arange(0, BLOCK_R)
+        in_r = ray_r < end
+        ok_r = in_r & (tl.load(VALID + ray_r, mask=in_r, other=0) != 0)
+        lse = tl.where(ok_r, m_i + tl.log(tl.where(ok_r, l_i, 1.0)), 0.0)
+        tl.store(LSE + ray_r, lse.to(LSE.dtype.element_ty), mask=in_r)
+        sil = tl.where(ok_r, 1.0 / (1.0 + tl.exp(-lse * tau_min_over_tau)), 0.0)  # sigmoid(-m / tau), m = -tau_min lse
+        tl.store(SIL + ray_r, sil.to(SIL.dtype.element_ty), mask=in_r)
 
     @triton.jit
     def _backprop(d, W, HBUF, first, end, ACT: tl.constexpr, BETA, ACC: tl.constexpr, DOT: tl.constexpr,
-                  BLOCK_M: tl.constexpr, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr):
+                  BLOCK_M: tl.constexpr, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr, LD: tl.constexpr):
         """``(d @ W) * act'(h)`` tile by tile (d: tuple of dot operands; h read back from the activations this
-        program stored in rows [first, end) of HBUF): the pre-activation gradient of the layer below, in the
-        accumulator dtype. (Reading d back from global memory tile by tile instead spilled more: 112 B against 0 at
-        H = 128, sm_90 bf16.)"""
+        program stored in rows [first, end) of HBUF, row stride LD): the pre-activation gradient of the layer
+        below, as dot operands. (Reading d back from global memory tile by tile instead spilled more: 112 B against
+        0 at H = 128, sm_90 bf16; so did summing each tile's columns here for the biases and the latent shares:
+        128-224 B at H = 128, hence the sums over samples are cuBLAS's, from the stored tiles.)"""
         rows = first + tl.arange(0, BLOCK_M)
         r = tl.arange(0, HT)
         out = ()
         for j in tl.static_range(NT):
             cols = j * HT + r
-            h = tl.load(HBUF + rows[:, None] * H + cols[None, :], mask=(rows < end)[:, None] & (cols[None, :] < H),
+            h = tl.load(HBUF + rows[:, None] * LD + cols[None, :], mask=(rows < end)[:, None] & (cols[None, :] < H),
                         other=0.0)
-            out = out + (_layer(d, W, j, ACC, DOT, BLOCK_M, HT, NT, H, True) * _act_grad(h.to(ACC), ACT, BETA),)
+            a = _layer(d, W, j, ACC, DOT, BLOCK_M, HT, NT, H, True) * _act_grad(h.to(ACC), ACT, BETA)
+            out = out + (_operand(a, DOT),)
         return out
 
     @triton.jit
     def _render_bwd_kernel(
-        O, D, NEAR, FAR, RAY, KOFF, G,  # kept samples: RAY [n] (into B*R), KOFF [n] offset along it, G [n] dL/ds
-        PROG_B, PROG_START, PROG_END,  # per program: its shape, its first and end kept sample
+        O, D, NEAR, FAR, JIT, IDX, G,  # kept samples: IDX [n] into the B*R*S samples (sorted), G [n] dL/ds
+        SHAPE_START, NB,  # SHAPE_START [NB + 1]: the first kept sample of each shape (and n)
         C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, W4,
-        H0, H1, H2, H3, D0, D1, D2, D3,  # out: [n, H] each
+        H0, H1, H2, D1, D3, D2, D0, H3,  # out: [n, H] each (row stride LD), in the dot operands' dtype
+        AT, KA,  # out: [n, KA] (KA = NB + 4): per sample a one-hot of its shape, then x, y, z and g
         S, BETA,
-        ACT: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, HT: tl.constexpr,
-        NT: tl.constexpr, H: tl.constexpr,
+        HAS_JIT: tl.constexpr, ACT: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr,
+        BLOCK_B: tl.constexpr, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr,
+        LD: tl.constexpr,
     ):
+        """Program ``pid`` takes up to BLOCK_M kept samples of one shape: the shapes' program ranges are prefix
+        sums of ``cdiv(samples of the shape, BLOCK_M)``, computed here from SHAPE_START, so the host builds no
+        table. The grid is ``cdiv(n, BLOCK_M) + NB`` (a bound the host knows without a sync); programs past the
+        last one have no rows and write nothing."""
         pid = tl.program_id(0)
-        b = tl.load(PROG_B + pid).to(tl.int64)
-        first = tl.load(PROG_START + pid)
-        end = tl.load(PROG_END + pid)
+        ib = tl.arange(0, BLOCK_B)
+        lo = tl.load(SHAPE_START + ib, mask=ib < NB, other=0)
+        hi = tl.load(SHAPE_START + ib + 1, mask=ib < NB, other=0)
+        ends = tl.cumsum((hi - lo + BLOCK_M - 1) // BLOCK_M, axis=0)  # one past each shape's last program
+        b = tl.sum((ends <= pid).to(tl.int32), axis=0)  # shapes wholly before this program: its shape (NB: none)
+        at_b = ib == b
+        first = tl.sum(tl.where(at_b, lo, 0), axis=0) + (pid - tl.sum(tl.where(at_b, ends, 0), axis=0)
+                                                          + tl.sum(tl.where(at_b, (hi - lo + BLOCK_M - 1) // BLOCK_M,
+                                                                            0), axis=0)) * BLOCK_M
+        end = tl.sum(tl.where(at_b, hi, 0), axis=0)  # 0 past the last program: no rows
+        # int32 row offsets (the host keeps chunk x H below 2^31): int64 ones, with the [BLOCK_M, HT] address tiles
+        # built from them, spilled 200-328 B more at H = 128 (sm_90, bf16)
+        first, end = first.to(tl.int32), end.to(tl.int32)
         rows = first + tl.arange(0, BLOCK_M)
         ok = rows < end
-        ray = tl.load(RAY + rows, mask=ok, other=0).to(tl.int64)
+        idx = tl.load(IDX + rows, mask=ok, other=0).to(tl.int64)
+        ray = idx // S
+        koff = (idx % S).to(ACC) + 0.5  # as kept_samples: index + 0.5, plus the jitter
+        if HAS_JIT:
+            koff = koff + tl.load(JIT + ray, mask=ok, other=0.0).to(ACC)
         near = tl.load(NEAR + ray, mask=ok, other=0.0).to(ACC)
-        t = near + tl.load(KOFF + rows, mask=ok, other=0.0).to(ACC) * ((tl.load(FAR + ray, mask=ok, other=0.0).to(ACC)
-                                                                          - near) / S)
+        t = near + koff * ((tl.load(FAR + ray, mask=ok, other=0.0).to(ACC) - near) / S)
         px = tl.load(O + ray * 3 + 0, mask=ok, other=0.0).to(ACC) + t * tl.load(D + ray * 3, mask=ok, other=0.0).to(ACC)
         py = (tl.load(O + ray * 3 + 1, mask=ok, other=0.0).to(ACC)
               + t * tl.load(D + ray * 3 + 1, mask=ok, other=0.0).to(ACC))
         pz = (tl.load(O + ray * 3 + 2, mask=ok, other=0.0).to(ACC)
               + t * tl.load(D + ray * 3 + 2, mask=ok, other=0.0).to(ACC))
-        g = tl.load(G + rows, mask=ok, other=0.0).to(ACC)
-        h3 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, ACT, BETA, ACC, DOT, BLOCK_M, HT,
-                            NT, H, True, H0, H1, H2, first, end)
-        _store_tiles(H3, first, end, h3, BLOCK_M, HT, NT, H)
+        g = tl.load(G + rows, mask=ok, other=0.0).to(ACC)  # 0 on masked rows: every d below is 0 there
+        bs = tl.minimum(b, NB - 1).to(tl.int64)
+        # AT's row [one-hot of b | x | y | z | g | 1], stored now: as one [BLOCK_M, BLOCK_A] tile built from px..g it
+        # spilled 232 B at H = 128 (sm_90 bf16); the one-hot tile depends on b only, the rest are 1-D stores
+        tl.store(AT + rows * KA + NB, px.to(AT.dtype.element_ty), mask=ok)
+        tl.store(AT + rows * KA + NB + 1, py.to(AT.dtype.element_ty), mask=ok)
+        tl.store(AT + rows * KA + NB + 2, pz.to(AT.dtype.element_ty), mask=ok)
+        tl.store(AT + rows * KA + NB + 3, g.to(AT.dtype.element_ty), mask=ok)
+        ca = tl.arange(0, BLOCK_B)[None, :]
+        tl.store(AT + rows[:, None] * KA + ca, tl.where(ca == b, 1.0, 0.0).to(AT.dtype.element_ty),
+                 mask=ok[:, None] & (ca < NB))
+        h3 = _decoder_tiles(bs, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, ACT, BETA, ACC, DOT, BLOCK_M, HT,
+                            NT, H, True, H0, H1, H2, first, end, LD)
+        _store_tiles(H3, first, end, h3, BLOCK_M, HT, NT, H, LD)
         r = tl.arange(0, HT)
         d3 = ()
         for j in tl.static_range(NT):
             w4 = tl.load(W4 + j * HT + r, mask=j * HT + r < H, other=0.0).to(ACC)
             d3 = d3 + (_operand(g[:, None] * w4[None, :] * _act_grad(h3[j], ACT, BETA), DOT),)
-        _store_tiles(D3, first, end, d3, BLOCK_M, HT, NT, H)
+        _store_tiles(D3, first, end, d3, BLOCK_M, HT, NT, H, LD)
         tl.debug_barrier()  # this program's h tiles, stored above, are read back by other threads below
-        d2 = _backprop(d3, W3, H2, first, end, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H)
-        _store_tiles(D2, first, end, d2, BLOCK_M, HT, NT, H)  # accumulator dtype: it also meets xyz and the latent
-        d1 = _operands(_backprop(_operands(d2, DOT, NT), W2H, H1, first, end, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT,
-                                 H), DOT, NT)
-        _store_tiles(D1, first, end, d1, BLOCK_M, HT, NT, H)
-        d0 = _backprop(d1, W1, H0, first, end, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H)
-        _store_tiles(D0, first, end, d0, BLOCK_M, HT, NT, H)
+        d2 = _backprop(d3, W3, H2, first, end, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, LD)
+        _store_tiles(D2, first, end, d2, BLOCK_M, HT, NT, H, LD)
+        d1 = _backprop(d2, W2H, H1, first, end, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, LD)
+        _store_tiles(D1, first, end, d1, BLOCK_M, HT, NT, H, LD)
+        d0 = _backprop(d1, W1, H0, first, end, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, LD)
+        _store_tiles(D0, first, end, d0, BLOCK_M, HT, NT, H, LD)
 
 
 # ------------------------------------------------------------------------------------------------- host side
@@ -384,28 +422,18 @@ def _precision(dtype: torch.dtype, compute_dtype, device: torch.device):
     return 0, tl.float32, torch.float32
 
 
-def _programs(shape_of, num_shapes: int, block: int):
-    """Programs over items sorted by shape (valid rays, kept samples), each taking up to ``block`` items of ONE
-    shape: ``(shape, first item, end item)`` per program, int32. A program then reads its shape's latent share as
-    one row instead of a gather per point."""
-    count = torch.bincount(shape_of, minlength=num_shapes)
-    first_of_shape = torch.cumsum(count, 0) - count
-    per_shape = torch.div(count + block - 1, block, rounding_mode="floor")
-    shape = torch.repeat_interleave(torch.arange(num_shapes, device=shape_of.device), per_shape)
-    k = torch.arange(shape.numel(), device=shape_of.device) - (torch.cumsum(per_shape, 0) - per_shape)[shape]
-    first = first_of_shape[shape] + k * block
-    end = first_of_shape[shape] + count[shape]
-    return shape.to(torch.int32), first.to(torch.int32), end.to(torch.int32)
-
-
 def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "forward") -> dict:
     """Tile sizes and warps, chosen with ``--gpu-compile`` on sm_90 (the fewest spilled bytes; module docstring):
-    bfloat16/float16 take 64-wide hidden tiles, 128 points a forward tile and 64 a backward tile, 8 warps; tf32,
+    bfloat16/float16 take 64-wide hidden tiles, 128 points a forward tile and 32 a backward tile, 8 warps; tf32,
     whose operands are twice as wide, 32-wide hidden tiles and 64 points, 8 warps. Tiles are 16 wide at least (tl.dot).
+    The backward's 32 points compile to mma.sync (HMMA) on sm_90, not wgmma (which needs 64 rows a warpgroup): at 64
+    points it sat at 255 registers and spilled 0-96 B at H = 128 with every small change of its code (triton 3.9),
+    at 32 it takes 202 registers and spills nothing at H <= 128 on sm_80 and sm_90; the backward kernel is a small
+    part of a step (0.22 ms of 6.6 on the H200), so its tensor-core instruction matters less than not spilling.
     SDFSRN_TRITON_HT / _BLOCK_M / _WARPS / _STAGES override, for such experiments."""
     wide = 32 if dot == 1 and hidden <= 128 else 64  # tf32 at 256: 32-wide tiles took minutes to compile
     ht = min(wide, max(16, triton.next_power_of_2(hidden)))
-    block_m = 128 if (kernel == "forward" and dot in (2, 3)) else 64
+    block_m = (128 if kernel == "forward" else 32) if dot in (2, 3) else 64
     env = os.environ.get
     ht = int(env("SDFSRN_TRITON_HT", ht))
     block_m = int(env("SDFSRN_TRITON_BLOCK_M", block_m))
@@ -437,17 +465,16 @@ def triton_forward(z, origins, directions, near, far, valid, jitter, weights, nu
     dot, acc, op_dtype = _precision(z.dtype, compute_dtype, z.device)
     cfg = kernel_config(H, dot, S)
     w = _kernel_weights(z, weights, op_dtype)
-    rays = valid.reshape(-1).nonzero().squeeze(1).to(torch.int32)
-    n_rays = rays.numel()
-    sdf = z.new_zeros(B * R, S)
-    lse = z.new_zeros(B * R)
-    sil = z.new_zeros(B * R)
-    STATS.update(forward_points=n_rays * S, refined_points=0, screened_points=0, screen_error=0.0)
-    if n_rays:
-        progs = _programs(torch.div(rays, R, rounding_mode="floor"), B, cfg["BLOCK_R"])
-        LAUNCHED[("forward", H, dot)] = _render_fwd_kernel[(progs[0].numel(),)](
+    sdf = z.new_empty(B * R, S)  # the kernel writes every element: zeros on invalid rays
+    lse = z.new_empty(B * R)
+    sil = z.new_empty(B * R)
+    # the decoder runs at every sample of the valid rays (and of invalid ones sharing a program with one); counted
+    # only when read, so that no sync is needed here
+    STATS.update(forward_points=lambda: int(valid.sum()) * S, refined_points=0, screened_points=0, screen_error=0.0)
+    if B * R:
+        LAUNCHED[("forward", H, dot)] = _render_fwd_kernel[(B * triton.cdiv(R, cfg["BLOCK_R"]),)](
             origins.contiguous(), directions.contiguous(), near.contiguous(), far.contiguous(),
-            jitter.contiguous() if jitter is not None else near, rays, *progs,
+            jitter.contiguous() if jitter is not None else near, valid.contiguous(),
             w["C0"], w["C2"], w["W0P"], w["W2P"], w["W1"], w["B1"], w["W2H"], w["W3"], w["B3"], w["W4"], w["B4"],
             sdf, lse, sil, R, S, 1.0 / tau_min, tau_min / tau, float(beta),
             ACT=0 if activation == "relu" else 1, HAS_JIT=jitter is not None, ACC=acc, DOT=dot,
@@ -456,58 +483,66 @@ def triton_forward(z, origins, directions, near, far, valid, jitter, weights, nu
     return sil.view(B, R), sdf.view(B, R, S), lse.view(B, R)
 
 
+def _mm(a, b, f):
+    """``a @ b`` in ``f`` (cuBLAS on a GPU) for operands in the kernels' dot dtype (strided views welcome)."""
+    if a.dtype != f and a.is_cuda:
+        try:  # bfloat16/float16 operands, float32 output (torch >= 2.8 on CUDA): no conversion pass
+            return torch.mm(a, b, out_dtype=f)
+        except (RuntimeError, TypeError):
+            pass
+    return a.to(f) @ b.to(f)
+
+
 @torch.no_grad()
 def triton_backward(grad_sil, sil, sdf, lse, z, origins, directions, near, far, valid, jitter, weights,
                     num_samples: int, tau: float, tau_min: float, grad_eps: float, activation: str, beta: float,
                     compute_dtype=None) -> list:
-    """Gradients ``[dz, dW0, db0, ..., dW4, db4]`` as :func:`~sdfsrn_fast.backends.fused.fused_backward`."""
-    from .fused import assemble_grads, sample_points_at
+    """Gradients ``[dz, dW0, db0, ..., dW4, db4]`` as :func:`~sdfsrn_fast.backends.fused.fused_backward`.
+
+    Host work: the kept samples (one ``nonzero``, the only sync), then per chunk of them one kernel launch and four
+    matmuls: the three H x H weight gradients ``d_l^T h_{l-1}``, and ``A^T [d1 d3 d2 d0 h3]`` whose rows (the
+    kernel's per-sample one-hot of the shape, x, y, z and g) give the latent shares per shape, the xyz columns, dW4
+    and (summed over the shapes) the biases at once."""
+    from .fused import assemble_grads, kept_indices
 
     B, R, _ = origins.shape
     S, H = num_samples, weights[2].shape[0]
     dot, acc, op_dtype = _precision(z.dtype, compute_dtype, z.device)
     cfg = kernel_config(H, dot, S, "backward")
     w = _kernel_weights(z, weights, op_dtype)
-    rays, k, g = kept_samples(grad_sil, sil, sdf, lse, valid, jitter, S, tau, tau_min, grad_eps)
-    n = rays.numel()
+    idx, g = kept_indices(grad_sil, sil, sdf, lse, valid, S, tau, tau_min, grad_eps)
+    n = idx.numel()
     STATS["backward_points"] = n
     f = z.dtype
-    zeros = lambda *shape: torch.zeros(shape, dtype=f, device=z.device)  # noqa: E731
-    dW1, dW2h, dW3, dc0, dc2 = zeros(H, H), zeros(H, H), zeros(H, H), zeros(B, H), zeros(B, H)
-    db1, db3, dW4, dW0p, dW2p, db4 = zeros(H), zeros(H), zeros(H), zeros(H, 3), zeros(H, 3), zeros()
-    o, d, nr, fr = origins.reshape(-1, 3), directions.reshape(-1, 3), near.reshape(-1), far.reshape(-1)
-    shapes = torch.arange(B, device=z.device)
+    bounds = torch.arange(B + 1, device=z.device) * (R * S)  # the first sample index of each shape
+    o, d, nr, fr = origins.contiguous(), directions.contiguous(), near.contiguous(), far.contiguous()
     chunk = _backward_chunk(z.device)
-    for start in range(0, n, chunk):
-        ray, kk, gg = (t[start : start + chunk].contiguous() for t in (rays, k, g))
-        m = ray.numel()
-        low = [torch.empty(m, H, dtype=op_dtype, device=z.device) for _ in range(5)]  # h0, h1, h2, d1, d3
-        full = [torch.empty(m, H, dtype=f, device=z.device) for _ in range(3)]  # h3, d0, d2
-        h0, h1, h2, d1, d3 = low
-        h3, d0, d2 = full
-        shape_of = torch.div(ray, R, rounding_mode="floor")
-        progs = _programs(shape_of, B, cfg["BLOCK_M"])
-        LAUNCHED[("backward", H, dot)] = _render_bwd_kernel[(progs[0].numel(),)](
-            o, d, nr, fr, ray.to(torch.int32), kk, gg, *progs,
+    sums, mats = [], []
+    for start in range(0, max(n, 1), chunk):
+        ii, gg = idx[start : start + chunk], g[start : start + chunk]
+        m = ii.numel()
+        hd = torch.empty(m, 8 * H, dtype=op_dtype, device=z.device)  # per sample: h0 h1 h2 d1 d3 d2 d0 h3
+        at = torch.empty(m, B + 4, dtype=op_dtype, device=z.device)
+        col = [hd[:, i * H : (i + 1) * H] for i in range(8)]
+        LAUNCHED[("backward", H, dot)] = _render_bwd_kernel[(triton.cdiv(m, cfg["BLOCK_M"]) + B,)](
+            o, d, nr, fr, jitter.contiguous() if jitter is not None else nr, ii, gg,
+            torch.searchsorted(ii, bounds), B,
             w["C0"], w["C2"], w["W0P"], w["W2P"], w["W1"], w["B1"], w["W2H"], w["W3"], w["B3"], w["W4"],
-            h0, h1, h2, h3, d0, d1, d2, d3, S, float(beta),
-            ACT=0 if activation == "relu" else 1, ACC=acc, DOT=dot, BLOCK_M=cfg["BLOCK_M"], HT=cfg["HT"],
-            NT=cfg["NT"], H=H, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-        p = sample_points_at(o[ray], d[ray], nr[ray], fr[ray], kk, S)
-        onehot = (shape_of[None, :] == shapes[:, None]).to(f)  # [B, m]
-        h0, h1, h2, d1, d3 = (t.to(f) for t in low)  # the weight gradients in the accumulator dtype
-        dW4 += gg @ h3
-        db4 += gg.sum()
-        dW3 += d3.t() @ h2
-        db3 += d3.sum(0)
-        dW2h += d2.t() @ h1
-        dW2p += d2.t() @ p
-        dc2 += onehot @ d2
-        dW1 += d1.t() @ h0
-        db1 += d1.sum(0)
-        dW0p += d0.t() @ p
-        dc0 += onehot @ d0
-    return assemble_grads(z, weights, dc0, dc2, dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4)
+            *col, at, B + 4, S, float(beta),
+            HAS_JIT=jitter is not None, ACT=0 if activation == "relu" else 1, ACC=acc, DOT=dot,
+            BLOCK_M=cfg["BLOCK_M"], BLOCK_B=triton.next_power_of_2(max(B, 2)), HT=cfg["HT"], NT=cfg["NT"], H=H,
+            LD=8 * H,
+            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        sums.append(_mm(at.t(), hd[:, 3 * H :], f))  # [B + 4, 5 H]
+        mats.append([_mm(col[3].t(), col[0], f), _mm(col[5].t(), col[1], f), _mm(col[4].t(), col[2], f)])
+    per, (dW1, dW2h, dW3) = (sums[0], mats[0]) if len(sums) == 1 else (sum(sums), map(sum, zip(*mats)))
+    # per's columns: d1 | d3 | d2 | d0 | h3 summed with the rows' weights: shape b's one-hot (b < B), x, y, z, g
+    dc2, dc0 = per[:B, 2 * H : 3 * H], per[:B, 3 * H : 4 * H]
+    xyz = per[B : B + 3]
+    dW4 = per[B + 3, 4 * H :]
+    db1, db3 = per[:B, :H].sum(0), per[:B, H : 2 * H].sum(0)  # every sample is in one shape's row
+    return assemble_grads(z, weights, dc0, dc2, xyz[:, 3 * H : 4 * H].t(), dW1, db1, dW2h,
+                          xyz[:, 2 * H : 3 * H].t(), dW3, db3, dW4, g.sum())
 
 
 triton_render = define_render_ops("triton", triton_forward, triton_backward) if triton is not None else None
@@ -536,20 +571,20 @@ def _aot_source(kernel: str, hidden: int, dot: int, activation: str = "relu"):
 
     cfg = kernel_config(hidden, dot, 64, kernel)
     op = {2: "*bf16", 3: "*fp16"}.get(dot, "*fp32")
-    f32, i32 = "*fp32", "*i32"
+    f32, i32 = "*fp32", "*i32"  # (the study's batch of 4 shapes: BLOCK_B = 4)
     common = dict(C0=f32, C2=f32, W0P=f32, W2P=f32, W1=op, B1=f32, W2H=op, W3=op, B3=f32, W4=f32)
     const = dict(ACT=0 if activation == "relu" else 1, ACC=tl.float32, DOT=dot, HT=cfg["HT"], NT=cfg["NT"], H=hidden)
     if kernel == "forward":
-        sig = dict(O=f32, D=f32, NEAR=f32, FAR=f32, JIT=f32, RAYS=i32, PROG_B=i32, PROG_START=i32, PROG_END=i32,
+        sig = dict(O=f32, D=f32, NEAR=f32, FAR=f32, JIT=f32, VALID="*i1",
                    **common, B4=f32, SDF=f32, LSE=f32, SIL=f32, R="i32", S="i32", inv_tau_min="fp32",
                    tau_min_over_tau="fp32", BETA="fp32")
         const.update(HAS_JIT=True, BLOCK_R=cfg["BLOCK_R"], BLOCK_S=cfg["BLOCK_S"])
         fn = _render_fwd_kernel
     else:
-        sig = dict(O=f32, D=f32, NEAR=f32, FAR=f32, RAY=i32, KOFF=f32, G=f32, PROG_B=i32, PROG_START=i32,
-                   PROG_END=i32, **common, H0=op, H1=op, H2=op, H3=f32, D0=f32, D1=op, D2=f32, D3=op, S="i32",
+        sig = dict(O=f32, D=f32, NEAR=f32, FAR=f32, JIT=f32, IDX="*i64", G=f32, SHAPE_START="*i64", NB="i32",
+                   **common, H0=op, H1=op, H2=op, D1=op, D3=op, D2=op, D0=op, H3=op, AT=op, KA="i32", S="i32",
                    BETA="fp32")
-        const.update(BLOCK_M=cfg["BLOCK_M"])
+        const.update(HAS_JIT=True, BLOCK_M=cfg["BLOCK_M"], BLOCK_B=4, LD=8 * hidden)
         fn = _render_bwd_kernel
     sig.update({k: "constexpr" for k in const})
     return ASTSource(fn=fn, signature=sig, constexprs=const), cfg
