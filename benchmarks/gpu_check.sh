@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The GPU checks of the project in one script, for a lent CUDA machine (about 8 minutes on an H100/H200; each step
 # has a time limit and a failed step does not stop the others):
-#   the CUDA tests (tests/test_cuda.py, tests/test_triton.py without the interpreter), the render benchmark at the
-#   study and large shapes (reference / torch.compile(reference) / compiled / triton, bfloat16 autocast and tf32),
-#   the triton kernels' registers and spills as this machine's triton builds them, and 20 epochs of the study
-#   preset in bfloat16 (triton) and float32 (compiled).
+#   the CUDA tests (tests/test_cuda.py, tests/test_triton.py without the interpreter), the triton backend's host
+#   calls and syncs (bench --host-ops), the render benchmark at the study and large shapes (reference /
+#   torch.compile(reference) / compiled / triton, bfloat16 autocast and tf32), the triton kernels' registers and
+#   spills as this machine's triton builds them, and 20 epochs of the study preset in bfloat16 (triton) and
+#   float32 (compiled).
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR] [PART]   (OUT_DIR default: $OUT if set, else gpu-check-logs;
-#        PART: all (default), core (tests, study benchmark, kernel resources, profile: about 5 minutes), rest, or
-#        step names separated by commas; BENCH_BACKENDS: the study benchmark's backends)
+#        PART: all (default), core (tests, host calls, study benchmark, kernel resources, profile: about 5 minutes),
+#        rest, or step names separated by commas; BENCH_BACKENDS: the study benchmark's backends)
 # It needs the machine's own torch and triton and nothing installed: the checkout goes on PYTHONPATH. OUT_DIR gets
 # summary.txt and gpu_check.tgz (every log and JSON file; one archive, so that few files come back).
 set -uo pipefail
@@ -18,7 +19,7 @@ log=$(mktemp -d)
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 part=${2:-all}
-core=(tests bench_study kernel_resources profile)
+core=(tests host_ops bench_study kernel_resources profile)
 step() {  # step NAME LIMIT_S COMMAND...: runs it with a time limit, logs it, goes on if it fails
     local name=$1 limit=$2
     shift 2
@@ -39,6 +40,7 @@ triton.__version__, torch.cuda.get_device_name())"; nproc; } > "$log/machine.txt
 cat "$log/machine.txt" | tee -a "$log/summary.txt"
 bench="$py -m sdfsrn_fast.bench --rounds 20"
 step tests 110 $py -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_triton.py
+step host_ops 30 $py -m sdfsrn_fast.bench --host-ops --shapes study --precisions bf16 tf32
 step bench_study 140 $bench --shapes study --modes forward_backward forward --precisions bf16 tf32 \
     --backends ${BENCH_BACKENDS:-triton compiled reference} --json "$log/bench_study.json"
 step kernel_resources 150 $py benchmarks/triton_resources.py
@@ -56,7 +58,7 @@ for run in study_bf16 study_fp32; do
     cp "$log/$run/config.json" "$log/${run}_config.json" 2>/dev/null
     rm -rf "${log:?}/$run"
 done
-for f in tests bench_study kernel_resources profile bench_large bench_reference_compiled; do
+for f in tests host_ops bench_study kernel_resources profile bench_large bench_reference_compiled; do
     [[ -f "$log/$f.log" ]] && tail -n 30 "$log/$f.log" | tr '\r' '\n' | grep -v '^benchmarks:' >> "$log/summary.txt"
 done
 tar czf "$out/gpu_check.tgz" -C "$log" .

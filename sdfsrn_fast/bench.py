@@ -503,7 +503,8 @@ def gpu_compile(archs, widths, dots, json_path=None) -> int:
 def print_host_ops(shapes, precisions) -> None:
     """``--host-ops``: one line per shape, precision and pass (the triton backend runs in its interpreter without a
     GPU, as ``main`` arranges)."""
-    print(f"{'shape':<6} {'precision':<9} {'pass':<9} {'aten calls':>10} {'not views':>9} {'syncing':>7} {'launches':>8}  syncing calls")
+    print(f"{'shape':<6} {'precision':<9} {'pass':<9} {'aten calls':>10} {'not views':>9} {'syncing':>7} "
+          f"{'launches':>8}  syncing calls")
     views = ("aten.view.", "aten.t.", "aten.slice.", "aten.select.", "aten.unsqueeze.", "aten.squeeze.",
              "aten.transpose.", "aten.unbind.", "aten.expand.", "aten.detach.", "aten.alias.", "aten._reshape_alias.")
     for shape in shapes:

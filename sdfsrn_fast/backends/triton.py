@@ -33,9 +33,11 @@ silhouettes err 4.8x the cuBLAS-tf32 reference's on an H200),
 and bfloat16/float16 operands under ``torch.autocast``; exact float32 and float64 with IEEE ``tl.dot`` in the
 interpreter (the tests' float64 and gradcheck), not on CUDA (see the block sizes below). Accumulation, the xyz FMAs,
 the latent shares, the output layer and the soft minimum are in the accumulator dtype (float32, or float64). The
-interpreter's bfloat16 ``tl.dot`` is wrong (triton #11584) and its float32->bfloat16 cast truncates: under ``TRITON_INTERPRET=1``
-bfloat16 runs as an exact emulation, operands rounded to nearest-even bfloat16 by bit arithmetic and multiplied
-in IEEE float32, which is what the tensor cores compute.
+interpreter's bfloat16 ``tl.dot`` is wrong (triton #11584) and its float32->bfloat16 cast truncates: under
+``TRITON_INTERPRET=1`` bfloat16 runs as an exact emulation, operands rounded to nearest-even bfloat16 by bit
+arithmetic and multiplied in IEEE float32, which is what the tensor cores compute. The backward's sums over samples
+(weight, bias and latent gradients) are cuBLAS matmuls of those dot-dtype tiles with float32 output, as the
+reference's autocast backward takes bfloat16 gradients into its matmuls.
 
 Cost on paper, per sample at hidden width H (study: H = 256; latent shares computed once per shape, so the latent
 width does not enter): forward ``2 (3H + 3H + 3 H^2 + H) = 6 H^2 + 14 H`` FLOP = 396 kFLOP at H = 256; it reads
@@ -254,7 +256,14 @@ if triton is not None:
         ray = first + m // BLOCK_S
         in_range = ray < end
         ray_ok = in_range & (tl.load(VALID + ray, mask=in_range, other=0) != 0)
-        live = tl.max(ray_ok.to(tl.int32), axis=0)  # 1 if any ray of the program is valid
+        if tl.max(ray_ok.to(tl.int32), axis=0) == 0:  # no valid ray: zeros, and no other work
+            for s0 in range(0, S, BLOCK_S):
+                k = s0 + m % BLOCK_S
+                tl.store(SDF + ray * S + k, tl.zeros([BLOCK_M], dtype=SDF.dtype.element_ty), mask=in_range & (k < S))
+            ray_r = first + tl.arange(0, BLOCK_R)
+            tl.store(LSE + ray_r, tl.zeros([BLOCK_R], dtype=LSE.dtype.element_ty), mask=ray_r < end)
+            tl.store(SIL + ray_r, tl.zeros([BLOCK_R], dtype=SIL.dtype.element_ty), mask=ray_r < end)
+            return
         ox = tl.load(O + ray * 3 + 0, mask=ray_ok, other=0.0).to(ACC)
         oy = tl.load(O + ray * 3 + 1, mask=ray_ok, other=0.0).to(ACC)
         oz = tl.load(O + ray * 3 + 2, mask=ray_ok, other=0.0).to(ACC)
@@ -269,8 +278,7 @@ if triton is not None:
         b4 = tl.load(B4).to(ACC)
         m_i = tl.full([BLOCK_R], float("-inf"), dtype=ACC)
         l_i = tl.zeros([BLOCK_R], dtype=ACC)
-        s_live = S * live
-        for s0 in range(0, s_live, BLOCK_S):
+        for s0 in range(0, S, BLOCK_S):
             k = s0 + m % BLOCK_S
             ok = ray_ok & (k < S)
             kf = k.to(ACC) + 0.5
@@ -290,9 +298,6 @@ if triton is not None:
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
             l_i = l_i * tl.exp(m_i - m_safe) + tl.sum(tl.exp(x - m_safe[:, None]), axis=1)
             m_i = m_new
-        for s0 in range(s_live, S, BLOCK_S):  # a program with no valid ray: its SDF rows are zeros
-            k = s0 + m % BLOCK_S
-            tl.store(SDF + ray * S + k, tl.zeros([BLOCK_M], dtype=SDF.dtype.element_ty), mask=in_range & (k < S))
         ray_r = first + tl.arange(0, BLOCK_R)
         in_r = ray_r < end
         ok_r = in_r & (tl.load(VALID + ray_r, mask=in_r, other=0) != 0)
@@ -398,15 +403,17 @@ if triton is not None:
 # The compiled kernel of the last launch per (kernel, width, DOT mode): its n_regs / n_spills on a GPU.
 LAUNCHED: dict = {}
 
-# Kept samples per backward launch: bounds the h / d buffers (8 x [CHUNK, H]: 5.6 KB a sample at H = 256 in
-# bfloat16). Each chunk costs about 70 small host-side ops, and the backward is bound by them on a GPU: at the study
-# shape (about 31k kept samples) one chunk of 65536 took the bfloat16 forward+backward from 9.30 ms to 6.63 ms
-# (NVIDIA H200, triton 3.6, 2026-11-28, benchmarks/gpu_profile.py). SDFSRN_TRITON_CHUNK overrides it.
-BACKWARD_CHUNK = {"cuda": 32768, "cpu": 8192}
+# Kept samples per backward launch: bounds the h / d buffer ([CHUNK, 8 H] in the dot dtype: 4 KB a sample at
+# H = 256 in bfloat16, 32 MB a chunk). A chunk costs about 10 host-side calls (searchsorted, two buffers, the
+# launch, four matmuls), so the study shape's about 31k kept samples take four chunks for about 30 more calls than
+# one would, against about 100 MB more memory. (Before, each chunk cost about 70 calls, and one chunk of 65536 took
+# the H200's bf16 forward+backward from 9.30 to 6.63 ms: NVIDIA H200, triton 3.6, 2026-11-28.)
+# SDFSRN_TRITON_CHUNK overrides it.
+BACKWARD_CHUNK = 8192
 
 
-def _backward_chunk(device: torch.device) -> int:
-    return int(os.environ.get("SDFSRN_TRITON_CHUNK", BACKWARD_CHUNK.get(device.type, 8192)))
+def _backward_chunk() -> int:
+    return int(os.environ.get("SDFSRN_TRITON_CHUNK", BACKWARD_CHUNK))
 
 
 def _precision(dtype: torch.dtype, compute_dtype, device: torch.device):
@@ -516,7 +523,7 @@ def triton_backward(grad_sil, sil, sdf, lse, z, origins, directions, near, far, 
     f = z.dtype
     bounds = torch.arange(B + 1, device=z.device) * (R * S)  # the first sample index of each shape
     o, d, nr, fr = origins.contiguous(), directions.contiguous(), near.contiguous(), far.contiguous()
-    chunk = _backward_chunk(z.device)
+    chunk = _backward_chunk()
     sums, mats = [], []
     for start in range(0, max(n, 1), chunk):
         ii, gg = idx[start : start + chunk], g[start : start + chunk]
@@ -571,7 +578,7 @@ def _aot_source(kernel: str, hidden: int, dot: int, activation: str = "relu"):
 
     cfg = kernel_config(hidden, dot, 64, kernel)
     op = {2: "*bf16", 3: "*fp16"}.get(dot, "*fp32")
-    f32, i32 = "*fp32", "*i32"  # (the study's batch of 4 shapes: BLOCK_B = 4)
+    f32 = "*fp32"  # (the backward as for the study's batch of 4 shapes: BLOCK_B = 4)
     common = dict(C0=f32, C2=f32, W0P=f32, W2P=f32, W1=op, B1=f32, W2H=op, W3=op, B3=f32, W4=f32)
     const = dict(ACT=0 if activation == "relu" else 1, ACC=tl.float32, DOT=dot, HT=cfg["HT"], NT=cfg["NT"], H=hidden)
     if kernel == "forward":
