@@ -35,6 +35,8 @@ class _Backend:
     # called before the backend takes a call: None when ready (it may build an extension first), else why not;
     # by name its error is raised, for "auto" the next backend is tried
     prepare: Optional[Callable[[bool], Optional[str]]] = None
+    # None when backend="auto" should pick it for this call (it can take it), else why another backend is better
+    auto_unsuited: Optional[Callable[[object, dict], Optional[str]]] = None
 
 
 def _run_reference(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter,
@@ -73,6 +75,16 @@ def _triton_unsupported(decoder, args) -> Optional[str]:
             return ("its kernels run tf32 (torch.set_float32_matmul_precision('high')) or bfloat16/float16 "
                     "(torch.autocast); exact float32 is the compiled backend's")
     return compiled.unsupported(decoder, args)  # the same rule for ray gradients
+
+
+def _triton_auto_unsuited(decoder, args) -> Optional[str]:
+    """tf32 at hidden widths above 128: by name only. On an NVIDIA H200 the study shape's forward+backward took
+    12.71 ms against the compiled backend's 10.68 ms (2026-11-28), its kernels spill 40-1160 B on sm_90 and every
+    register on sm_80 at H = 256 (``python -m sdfsrn_fast.bench --gpu-compile``, docs/performance.md)."""
+    if args["origins"].dtype == torch.float32 and _autocast_dtype(args["z"].device) is None \
+            and decoder.hidden_dim > 128:
+        return "tf32 at hidden width > 128: the compiled backend's cuBLAS tf32 is faster"
+    return None
 
 
 def _run_triton(*args):
@@ -126,7 +138,8 @@ def _run_cpp(*args):
 
 
 _BACKENDS: dict[str, _Backend] = {
-    "triton": _Backend("triton", _run_triton, _triton_unavailable, _triton_unsupported, auto_devices=("cuda",)),
+    "triton": _Backend("triton", _run_triton, _triton_unavailable, _triton_unsupported, auto_devices=("cuda",),
+                       auto_unsuited=_triton_auto_unsuited),
     "compiled": _Backend("compiled", compiled.render_compiled, lambda: None, compiled.unsupported),
     # after compiled: slower than it at the study shape in training (docs/performance.md), so by name only for now
     "cpp": _Backend("cpp", _run_cpp, _cpp_unavailable, _cpp_unsupported, prepare=_cpp_prepare),
@@ -146,6 +159,8 @@ def _pick_backend(name: str, decoder, args: dict) -> _Backend:
             if b.auto_devices is not None and device not in b.auto_devices:
                 continue
             if b.unavailable() is None and b.unsupported(decoder, args) is None:
+                if b.auto_unsuited is not None and b.auto_unsuited(decoder, args) is not None:
+                    continue
                 if b.prepare is None or b.prepare(False) is None:
                     return b
         raise RuntimeError("render: no backend can take this call")  # unreachable: reference takes all

@@ -239,3 +239,17 @@ def test_backward_chunks_add_up(monkeypatch):
     torch.testing.assert_close(sil_n, sil_1, rtol=0, atol=0)
     for a, b in zip(g_n, g_1):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_auto_leaves_wide_tf32_to_compiled():
+    """``auto`` does not take triton for tf32 at hidden widths above 128 (slower than the compiled backend on an
+    H200, spills); under autocast, or at H <= 128, it may; by name it still runs."""
+    from sdfsrn_fast._dispatch import _triton_auto_unsuited
+
+    o, d, near, far, valid = make_rays()
+    args = dict(z=torch.randn(2, 4), origins=o, directions=d, near=near, far=far, jitter=None)
+    wide, narrow = SDFDecoder(latent_dim=4, hidden_dim=256), SDFDecoder(latent_dim=4, hidden_dim=128)
+    assert "compiled" in _triton_auto_unsuited(wide, args)
+    assert _triton_auto_unsuited(narrow, args) is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _triton_auto_unsuited(wide, args) is None

@@ -49,17 +49,18 @@ cores) 67; HBM 3.35 TB/s (H100) / 4.8 TB/s (H200), ridge points near 300 / 200 F
 compute-bound in every precision, so its ceiling is the tensor-core rate (about 2.5 G samples/s in bf16 at
 H = 256; the study shape's forward, 0.72 M samples, would take 0.3 ms there; 40% of peak, the issue's target, is
 0.7 ms). Backward per kept sample: the recompute (396 kFLOP) plus ``d @ W`` for three layers (``6 H^2``) in the
-kernel, writing ``7 H`` values (h0..h3, d1..d3; d0 in the accumulator dtype): 7 x 256 x 2 = 3.6 KB in bf16 for
-790 kFLOP, about 220 FLOP/B, near the H200's ridge; then ``D^T H`` in cuBLAS (``6 H^2`` FLOP, reading the same
-tiles).
+kernel, writing ``8 H`` values (h0..h3, d0..d3) and the sample's row of A (shape one-hot, x, y, z, g):
+8 x 256 x 2 = 4 KB in bf16 for 790 kFLOP, about 190 FLOP/B, near the H200's ridge; then ``D^T H`` in cuBLAS
+(``6 H^2`` FLOP, reading the same tiles) and ``A^T [d1 d3 d2 d0 h3]`` (``10 H (B + 4)`` FLOP).
 
 Block sizes (:func:`kernel_config`), chosen with ``python -m sdfsrn_fast.bench --gpu-compile`` (compiled for sm_90 and
 sm_80 without a GPU, registers and spills read off the cubins; table in docs/performance.md): bfloat16/float16
-forward 128 points a tile (2 rays x 64 samples at S = 64), backward 64 points, 64-wide hidden tiles, 8 warps: on
-sm_90 no spill at H <= 128 (123-255 registers, HGMMA), 216 B (forward) and 688 B (backward) at H = 256. tf32:
-32-wide hidden tiles at H <= 128, 64 points, 8 warps: no spill but for 96 B in the backward at H = 128. On sm_80
-(HMMA) the same tiles spill 112-296 B at H = 128. Exact float32 and float64 are not run on CUDA (IEEE dots compile
-to FMA loops that spilled everything at H = 128): ``backend="auto"`` takes the compiled backend for them.
+forward 128 points a tile (2 rays x 64 samples at S = 64), backward 32 points, 64-wide hidden tiles, 8 warps: on
+sm_90 no spill at H <= 128 (118-202 registers; HGMMA in the forward, HMMA in the backward), 224 B (forward) and
+128 B (backward) at H = 256. tf32: 32-wide hidden tiles at H <= 128, 64 points, 8 warps: 24 B (forward) and 40 B
+(backward) of spill at H = 128; ``backend="auto"`` leaves tf32 at H > 128 to the compiled backend. On sm_80 (HMMA)
+the forwards spill 104-136 B at H = 128. Exact float32 and float64 are not run on CUDA (IEEE dots compile to FMA
+loops that spilled everything at H = 128): ``backend="auto"`` takes the compiled backend for them.
 
 Measured on an NVIDIA H200 (torch 2.11.0+cu130, triton 3.6.0, 2026-11-28; docs/performance.md has the tables and
 commands): study shape, bfloat16, forward 2.7-3.2 ms against the compiled backend's 8.3 ms (11-14% of the 781 TFLOP/s
@@ -67,7 +68,8 @@ bf16 matmul rate measured in the same run; the kernel alone 1.07 ms, about 34%);
 backward chunk) against 13.7 ms, with 117 MB peak (8192-sample chunks) against 554 MB. That run's host side (sample
 selection, program tables, about 70 small ops a backward chunk, five syncs of the eager NaN checks) took more time
 than the GPU did; since then (not yet timed on a GPU) the host issues no sync in the forward and one in the
-backward, and 19 + 103 aten calls a forward+backward instead of 47 + 165 (``benchmarks/host_ops.py``).
+backward, and 19 + 99 aten calls a forward+backward instead of 49 + 166, 8 + 47 of them not views instead of
+34 + 122 (``python -m sdfsrn_fast.bench --host-ops --shapes tiny``, AMD EPYC, 2026-11-28).
 """
 
 from __future__ import annotations
