@@ -135,12 +135,14 @@ class OpCounter:
         return sum(n for op, n in self.counts.items() if op in SYNCING_OPS)
 
 
-def host_ops(shape: str = "tiny", precision: str = "32") -> dict:
+def host_ops(shape: str = "tiny", precision: str = "32", rounds: int = 20) -> dict:
     """What the triton backend's host side issues around its kernels in one forward and one backward at ``shape``:
     ``{"forward": OpCounter, "backward": OpCounter, "launches": {...}}``. The kernels run once for real (in the
     interpreter without a GPU) to give the backward its inputs; the counted calls have their launches replaced by
     counters, so that the interpreter's own work is not counted. The same Python runs on a GPU, where each counted
-    call that is not a view is a kernel launch or an allocation, and each syncing one a wait."""
+    call that is not a view is a kernel launch or an allocation, and each syncing one a wait. Each counter's
+    ``seconds``: the median host time of the pass over ``rounds`` more calls (kernels not run; on a CPU the small
+    tensors' work is in it)."""
     from .backends import triton as tb
     from .backends.fused import decoder_weights
 
@@ -152,7 +154,8 @@ def host_ops(shape: str = "tiny", precision: str = "32") -> dict:
     args = (case["z"].detach(), *case["rays"], None, weights, s.samples, 0.01, 0.005, "relu", 100.0, compute)
     sil, sdf, lse = tb.triton_forward(*args)
     grad = torch.ones_like(sil)
-    launches = {}
+    launches, per_pass = {}, {}
+    sync = torch.cuda.synchronize if case["device"].type == "cuda" else (lambda: None)
     kernels = {"forward": "_render_fwd_kernel", "backward": "_render_bwd_kernel"}
     real = {name: getattr(tb, name) for name in kernels.values()}
 
@@ -170,16 +173,26 @@ def host_ops(shape: str = "tiny", precision: str = "32") -> dict:
     try:
         for pass_, name in kernels.items():
             setattr(tb, name, Launch(pass_))
-        with OpCounter() as out["forward"]:
-            tb.triton_forward(*args)
         z, o, d, near, far, valid = args[:6]
-        with OpCounter() as out["backward"]:
-            tb.triton_backward(grad, sil, sdf, lse, z, o, d, near, far, valid, None, weights, s.samples, 0.01, 0.005,
-                               1e-4, "relu", 100.0, compute)
+        passes = {"forward": lambda: tb.triton_forward(*args),
+                  "backward": lambda: tb.triton_backward(grad, sil, sdf, lse, z, o, d, near, far, valid, None, weights,
+                                                         s.samples, 0.01, 0.005, 1e-4, "relu", 100.0, compute)}
+        for name, run in passes.items():
+            with OpCounter() as out[name]:
+                run()
+            per_pass[name] = launches.get(name, 0)
+            times = []
+            for _ in range(rounds):  # host time: the calls and (on a GPU) their launches, kernels not run
+                sync()
+                t0 = time.perf_counter()
+                run()
+                sync()
+                times.append(time.perf_counter() - t0)
+            out[name].seconds = statistics.median(times)
     finally:
         for name, fn in real.items():
             setattr(tb, name, fn)
-    out["launches"] = launches
+    out["launches"] = per_pass
     return out
 
 
@@ -504,7 +517,7 @@ def print_host_ops(shapes, precisions) -> None:
     """``--host-ops``: one line per shape, precision and pass (the triton backend runs in its interpreter without a
     GPU, as ``main`` arranges)."""
     print(f"{'shape':<6} {'precision':<9} {'pass':<9} {'aten calls':>10} {'not views':>9} {'syncing':>7} "
-          f"{'launches':>8}  syncing calls")
+          f"{'launches':>8} {'host ms':>8}  syncing calls")
     views = ("aten.view.", "aten.t.", "aten.slice.", "aten.select.", "aten.unsqueeze.", "aten.squeeze.",
              "aten.transpose.", "aten.unbind.", "aten.expand.", "aten.detach.", "aten.alias.", "aten._reshape_alias.")
     for shape in shapes:
@@ -515,7 +528,7 @@ def print_host_ops(shapes, precisions) -> None:
                 work = sum(n for op, n in c.counts.items() if not op.startswith(views))
                 syncing = ", ".join(f"{op} x{n}" for op, n in c.counts.items() if op in SYNCING_OPS)
                 print(f"{shape:<6} {precision:<9} {name:<9} {c.total:>10} {work:>9} {c.syncs:>7}  "
-                      f"{out['launches'].get(name, 0):>8}  {syncing}")
+                      f"{out['launches'].get(name, 0):>8} {1e3 * c.seconds:>8.3f}  {syncing}")
 
 
 def main(argv=None) -> None:

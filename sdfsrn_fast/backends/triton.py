@@ -431,6 +431,14 @@ def _precision(dtype: torch.dtype, compute_dtype, device: torch.device):
     return 0, tl.float32, torch.float32
 
 
+def _cdiv(a: int, b: int) -> int:  # plain Python: triton.cdiv is a jit function, about 6 us a call from Python
+    return -(-a // b)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
 def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "forward") -> dict:
     """Tile sizes and warps, chosen with ``--gpu-compile`` on sm_90 (the fewest spilled bytes; module docstring):
     bfloat16/float16 take 64-wide hidden tiles, 128 points a forward tile and 32 a backward tile, 8 warps; tf32,
@@ -441,13 +449,13 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     part of a step (0.22 ms of 6.6 on the H200), so its tensor-core instruction matters less than not spilling.
     SDFSRN_TRITON_HT / _BLOCK_M / _WARPS / _STAGES override, for such experiments."""
     wide = 32 if dot == 1 and hidden <= 128 else 64  # tf32 at 256: 32-wide tiles took minutes to compile
-    ht = min(wide, max(16, triton.next_power_of_2(hidden)))
+    ht = min(wide, max(16, _pow2(hidden)))
     block_m = (128 if kernel == "forward" else 32) if dot in (2, 3) else 64
     env = os.environ.get
     ht = int(env("SDFSRN_TRITON_HT", ht))
     block_m = int(env("SDFSRN_TRITON_BLOCK_M", block_m))
-    block_s = min(block_m, max(16, triton.next_power_of_2(num_samples)))
-    return dict(HT=ht, NT=triton.cdiv(hidden, ht), H=hidden, BLOCK_M=block_m, BLOCK_S=block_s,
+    block_s = min(block_m, max(16, _pow2(num_samples)))
+    return dict(HT=ht, NT=_cdiv(hidden, ht), H=hidden, BLOCK_M=block_m, BLOCK_S=block_s,
                 BLOCK_R=block_m // block_s, num_warps=int(env("SDFSRN_TRITON_WARPS", 8)),
                 num_stages=int(env("SDFSRN_TRITON_STAGES", "1")))
 
@@ -481,7 +489,7 @@ def triton_forward(z, origins, directions, near, far, valid, jitter, weights, nu
     # only when read, so that no sync is needed here
     STATS.update(forward_points=lambda: int(valid.sum()) * S, refined_points=0, screened_points=0, screen_error=0.0)
     if B * R:
-        LAUNCHED[("forward", H, dot)] = _render_fwd_kernel[(B * triton.cdiv(R, cfg["BLOCK_R"]),)](
+        LAUNCHED[("forward", H, dot)] = _render_fwd_kernel[(B * _cdiv(R, cfg["BLOCK_R"]),)](
             origins.contiguous(), directions.contiguous(), near.contiguous(), far.contiguous(),
             jitter.contiguous() if jitter is not None else near, valid.contiguous(),
             w["C0"], w["C2"], w["W0P"], w["W2P"], w["W1"], w["B1"], w["W2H"], w["W3"], w["B3"], w["W4"], w["B4"],
@@ -533,13 +541,13 @@ def triton_backward(grad_sil, sil, sdf, lse, z, origins, directions, near, far, 
         hd = torch.empty(m, 8 * H, dtype=op_dtype, device=z.device)  # per sample: h0 h1 h2 d1 d3 d2 d0 h3
         at = torch.empty(m, B + 4, dtype=op_dtype, device=z.device)
         col = [hd[:, i * H : (i + 1) * H] for i in range(8)]
-        LAUNCHED[("backward", H, dot)] = _render_bwd_kernel[(triton.cdiv(m, cfg["BLOCK_M"]) + B,)](
+        LAUNCHED[("backward", H, dot)] = _render_bwd_kernel[(_cdiv(m, cfg["BLOCK_M"]) + B,)](
             o, d, nr, fr, jitter.contiguous() if jitter is not None else nr, ii, gg,
             torch.searchsorted(ii, bounds), B,
             w["C0"], w["C2"], w["W0P"], w["W2P"], w["W1"], w["B1"], w["W2H"], w["W3"], w["B3"], w["W4"],
             *col, at, B + 4, S, float(beta),
             HAS_JIT=jitter is not None, ACT=0 if activation == "relu" else 1, ACC=acc, DOT=dot,
-            BLOCK_M=cfg["BLOCK_M"], BLOCK_B=triton.next_power_of_2(max(B, 2)), HT=cfg["HT"], NT=cfg["NT"], H=H,
+            BLOCK_M=cfg["BLOCK_M"], BLOCK_B=_pow2(max(B, 2)), HT=cfg["HT"], NT=cfg["NT"], H=H,
             LD=8 * H,
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
         sums.append(_mm(at.t(), hd[:, 3 * H :], f))  # [B + 4, 5 H]
