@@ -40,7 +40,7 @@ triton.__version__, torch.cuda.get_device_name())"; nproc; } > "$log/machine.txt
 cat "$log/machine.txt" | tee -a "$log/summary.txt"
 bench="$py -m sdfsrn_fast.bench --rounds 20"
 step tests 110 $py -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_triton.py
-step host_ops 30 $py -m sdfsrn_fast.bench --host-ops --shapes study --precisions bf16 tf32
+step host_ops 60 $py -m sdfsrn_fast.bench --host-ops --shapes study --precisions bf16
 step bench_study 140 $bench --shapes study --modes forward_backward forward --precisions bf16 tf32 \
     --backends ${BENCH_BACKENDS:-triton compiled reference} --json "$log/bench_study.json"
 step kernel_resources 150 $py benchmarks/triton_resources.py

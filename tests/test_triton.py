@@ -226,6 +226,22 @@ def test_host_side_syncs_once():
 
 
 @interpreter_only
+def test_a_shape_without_valid_rays():
+    """The middle shape of three has no valid ray (its forward programs return early, and the backward's programs
+    skip its empty range of kept samples): every output still equals the reference's."""
+    dec, (o, d, near, far, valid), z, weight, S = case(16, batch=3, height=3, width=4, S=5)
+    valid = valid.clone()
+    valid[1] = False
+    rays = (o, d, near, far, valid)
+    sil_r, g_r = run("reference", dec, z, rays, S, weight)
+    sil_t, g_t = run("triton", dec, z, rays, S, weight)
+    assert (sil_t[1] == 0).all() and sil_t[0].abs().sum() > 0 and sil_t[2].abs().sum() > 0
+    torch.testing.assert_close(sil_t, sil_r, rtol=0, atol=1e-13)
+    for a, b in zip(g_t, g_r):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@interpreter_only
 def test_backward_chunks_add_up(monkeypatch):
     """Kept samples split over several backward launches (SDFSRN_TRITON_CHUNK=7, a size that also splits a shape's
     samples mid-program) give the gradients of one launch, to float64 round-off."""
