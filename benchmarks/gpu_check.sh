@@ -49,6 +49,8 @@ step train_bf16 70 $py -m sdfsrn_fast.study.train --preset study --epochs 20 --e
     --snapshot-every 0 --precision bf16 --no-progress --overwrite --out "$log/study_bf16"
 step bench_large 60 $bench --shapes large --modes forward_backward forward --precisions bf16 \
     --backends triton compiled --json "$log/bench_large.json"
+step bench_forward_block64 40 env SDFSRN_TRITON_BLOCK_M=64 $bench --shapes study --modes forward --precisions bf16 \
+    --backends triton --json "$log/bench_forward_block64.json"
 step bench_reference_compiled 40 $bench --shapes study --modes forward_backward --precisions bf16 \
     --backends reference_compiled --json "$log/bench_reference_compiled.json"
 step train_fp32 40 $py -m sdfsrn_fast.study.train --preset study --epochs 20 --eval-every 0 --figures false \
@@ -58,7 +60,8 @@ for run in study_bf16 study_fp32; do
     cp "$log/$run/config.json" "$log/${run}_config.json" 2>/dev/null
     rm -rf "${log:?}/$run"
 done
-for f in tests host_ops bench_study kernel_resources profile bench_large bench_reference_compiled; do
+for f in tests host_ops bench_study kernel_resources profile bench_large bench_forward_block64 \
+    bench_reference_compiled; do
     [[ -f "$log/$f.log" ]] && tail -n 30 "$log/$f.log" | tr '\r' '\n' | grep -v '^benchmarks:' >> "$log/summary.txt"
 done
 tar czf "$out/gpu_check.tgz" -C "$log" .
