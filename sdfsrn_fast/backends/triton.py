@@ -500,13 +500,16 @@ def triton_forward(z, origins, directions, near, far, valid, jitter, weights, nu
     return sil.view(B, R), sdf.view(B, R, S), lse.view(B, R)
 
 
+_MM_OUT_DTYPE = [True]  # whether this torch's CUDA mm takes out_dtype (found out on the first call)
+
+
 def _mm(a, b, f):
     """``a @ b`` in ``f`` (cuBLAS on a GPU) for operands in the kernels' dot dtype (strided views welcome)."""
-    if a.dtype != f and a.is_cuda:
+    if a.dtype != f and a.is_cuda and _MM_OUT_DTYPE[0]:
         try:  # bfloat16/float16 operands, float32 output (torch >= 2.8 on CUDA): no conversion pass
             return torch.mm(a, b, out_dtype=f)
         except (RuntimeError, TypeError):
-            pass
+            _MM_OUT_DTYPE[0] = False
     return a.to(f) @ b.to(f)
 
 
