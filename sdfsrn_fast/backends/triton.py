@@ -17,15 +17,16 @@ Backward: the host picks the kept samples exactly as the compiled backend does
 (:func:`~sdfsrn_fast.backends.fused.kept_indices`: one ``nonzero``, the backward's only sync);
 :func:`_render_bwd_kernel` finds its shape's samples from the per-shape boundaries (no program table), recomputes
 the decoder there, backpropagates ``g = dL/ds`` through it (``d_l = (d_{l+1} W_{l+1}) * act'(h_l)``, with ``act'``
-read off the activations) and writes, per kept sample, the compact tiles ``h_0..h_2`` and ``d_1..d_3`` in the dot
-operands' dtype. The three H x H weight gradients ``D_l^T H_{l-1}`` are then cuBLAS matmuls (tiny-cuda-nn's
-split). Everything narrower is summed in the kernel per program (one row of ``11 H + 1`` partials: the latent
-shares of ``d_0`` and ``d_2``, the xyz columns ``d^T p``, ``dW4 = g^T h_3``, the biases) and over programs by one
-matmul with a one-hot of the programs' shapes: deterministic, no atomics, no ``h_3``/``d_0`` in memory. Why the
-split for the H x H gradients and not in-kernel per-program partials: at H = 256 keeping the three ``dW`` tiles of a
-program on chip needs 256-450 KB of shared memory and spills 5.5-17 KB of registers (``shared/TRITON_NOTES.md``,
-backward probe, sm_90 bf16), while the split moves about 4H bytes per kept sample and layer in bfloat16, and the
-backward touches only the few per cent of samples whose soft-min weight is at least ``grad_eps``.
+read off the activations) and writes, per kept sample, ``h_0..h_3`` and ``d_0..d_3`` in the dot operands' dtype
+(one [n, 8 H] buffer) and a row ``[one-hot of its shape | x | y | z | g]``. The three H x H weight gradients
+``D_l^T H_{l-1}`` are then cuBLAS matmuls (tiny-cuda-nn's split), and everything narrower is one more:
+``A^T [d_1 d_3 d_2 d_0 h_3]`` gives the latent shares of ``d_0`` and ``d_2`` per shape, the xyz columns ``d^T p``,
+``dW4 = g^T h_3`` and (summed over shapes) the biases: deterministic, no atomics. Why the split and not in-kernel
+per-program partials: at H = 256 keeping the three ``dW`` tiles of a program on chip needs 256-450 KB of shared
+memory and spills 5.5-17 KB of registers (``shared/TRITON_NOTES.md``, backward probe, sm_90 bf16), and even the
+column sums of each tile (for the biases and latent shares) spilled 128-224 B at H = 128; the split moves 16 H
+bytes per kept sample in bfloat16, and the backward touches only the few per cent of samples whose soft-min
+weight is at least ``grad_eps``.
 
 Precision (``shared/SPEC.md``): on CUDA tf32 operands when ``torch.get_float32_matmul_precision() != "highest"``
 (rounded to nearest by ``cvt.rna.tf32.f32`` first: ``tl.dot``'s tf32 drops the low bits, which made the
@@ -373,7 +374,7 @@ if triton is not None:
               + t * tl.load(D + ray * 3 + 2, mask=ok, other=0.0).to(ACC))
         g = tl.load(G + rows, mask=ok, other=0.0).to(ACC)  # 0 on masked rows: every d below is 0 there
         bs = tl.minimum(b, NB - 1).to(tl.int64)
-        # AT's row [one-hot of b | x | y | z | g | 1], stored now: as one [BLOCK_M, BLOCK_A] tile built from px..g it
+        # AT's row [one-hot of b | x | y | z | g], stored now: as one [BLOCK_M, NB + 4] tile built from px..g it
         # spilled 232 B at H = 128 (sm_90 bf16); the one-hot tile depends on b only, the rest are 1-D stores
         tl.store(AT + rows * KA + NB, px.to(AT.dtype.element_ty), mask=ok)
         tl.store(AT + rows * KA + NB + 1, py.to(AT.dtype.element_ty), mask=ok)
