@@ -236,17 +236,19 @@ def _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples
         v = float(value)
         if not math.isfinite(v) or v <= 0:
             raise ValueError(f"render: `{name}` must be a positive finite number, got {v!r}")
-    # every value check as one flag tensor, read once: one sync with the device instead of one a check
-    bad = [torch.isnan(z).any()] + [~torch.isfinite(tensors[n]).all() for n in ("origins", "directions", "near", "far")]
+    # every value check as one flag tensor, read once: one sync with the device instead of one a check, and the
+    # rays checked in one pass (which of them is bad is looked up only when one is)
+    ray_names = ("origins", "directions", "near", "far")
+    bad = [torch.isnan(z).any(), ~torch.isfinite(torch.cat([tensors[n].reshape(-1) for n in ray_names])).all()]
     if jitter is not None:
         bad.append(((jitter < -0.5) | (jitter >= 0.5)).any())
     bad = torch.stack(bad).tolist()
     if bad[0]:
         raise ValueError("render: `z` contains NaN")
-    for name, flag in zip(("origins", "directions", "near", "far"), bad[1:5]):
-        if flag:
-            raise ValueError(f"render: `{name}` contains NaN or inf")
-    if jitter is not None and bad[5]:
+    if bad[1]:
+        name = next(n for n in ray_names if not torch.isfinite(tensors[n]).all())
+        raise ValueError(f"render: `{name}` contains NaN or inf")
+    if jitter is not None and bad[2]:
         raise ValueError("render: `jitter` must lie in [-0.5, 0.5)")
 
 

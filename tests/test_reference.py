@@ -151,6 +151,12 @@ def _good_args():
     return dict(decoder=dec, z=torch.randn(2, 4), origins=o, directions=d, near=near, far=far, valid=valid)
 
 
+def _poison(t, value):
+    t = t.clone()
+    t.view(-1)[3] = value
+    return t
+
+
 BAD = [
     ("z", lambda a: a["z"][:1], "z|origins"),  # mismatched batch sizes
     ("origins", lambda a: a["origins"][..., :2], "origins"),
@@ -158,6 +164,10 @@ BAD = [
     ("near", lambda a: a["near"][:, :3], "near"),
     ("valid", lambda a: a["valid"].float(), "valid"),
     ("z", lambda a: torch.full((2, 4), float("nan")), "z"),
+    ("origins", lambda a: _poison(a["origins"], float("inf")), "`origins` contains NaN or inf"),
+    ("directions", lambda a: _poison(a["directions"], float("nan")), "`directions` contains NaN or inf"),
+    ("near", lambda a: _poison(a["near"], float("nan")), "`near` contains NaN or inf"),
+    ("far", lambda a: _poison(a["far"], float("-inf")), "`far` contains NaN or inf"),
     ("z", lambda a: a["z"].double(), "dtype|float64|decoder"),
     ("far", lambda a: a["far"].double(), "far"),
     ("origins", lambda a: a["origins"].to("meta"), "origins"),
