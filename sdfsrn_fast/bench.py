@@ -135,14 +135,14 @@ class OpCounter:
         return sum(n for op, n in self.counts.items() if op in SYNCING_OPS)
 
 
-def host_ops(shape: str = "tiny", precision: str = "32", rounds: int = 20) -> dict:
+def host_ops(shape: str = "tiny", precision: str = "32") -> dict:
     """What the triton backend's host side issues around its kernels in one forward and one backward at ``shape``:
-    ``{"forward": OpCounter, "backward": OpCounter, "launches": {...}}``. The kernels run once for real (in the
-    interpreter without a GPU) to give the backward its inputs; the counted calls have their launches replaced by
-    counters, so that the interpreter's own work is not counted. The same Python runs on a GPU, where each counted
-    call that is not a view is a kernel launch or an allocation, and each syncing one a wait. Each counter's
-    ``seconds``: the median host time of the pass over ``rounds`` more calls (kernels not run; on a CPU the small
-    tensors' work is in it)."""
+    ``{"forward": OpCounter, "backward": OpCounter, "launches": {"forward": n, "backward": n}}``. The kernels run
+    for real (in the interpreter without a GPU), outside the counting, so that the interpreter's own work is not
+    counted. The same Python runs on a GPU, where each counted call that is not a view is a kernel launch or an
+    allocation, and each syncing one a wait."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
     from .backends import triton as tb
     from .backends.fused import decoder_weights
 
@@ -153,46 +153,39 @@ def host_ops(shape: str = "tiny", precision: str = "32", rounds: int = 20) -> di
     compute = amp if amp in (torch.bfloat16, torch.float16) else None
     args = (case["z"].detach(), *case["rays"], None, weights, s.samples, 0.01, 0.005, "relu", 100.0, compute)
     sil, sdf, lse = tb.triton_forward(*args)
-    grad = torch.ones_like(sil)
-    launches, per_pass = {}, {}
-    sync = torch.cuda.synchronize if case["device"].type == "cuda" else (lambda: None)
-    kernels = {"forward": "_render_fwd_kernel", "backward": "_render_bwd_kernel"}
-    real = {name: getattr(tb, name) for name in kernels.values()}
+    z, o, d, near, far, valid = args[:6]
+    passes = {"forward": lambda: tb.triton_forward(*args),
+              "backward": lambda: tb.triton_backward(torch.ones_like(sil), sil, sdf, lse, z, o, d, near, far, valid,
+                                                     None, weights, s.samples, 0.01, 0.005, 1e-4, "relu", 100.0,
+                                                     compute)}
+    names = [n for n in ("_render_fwd_kernel", "_render_bwd_kernel", "_keep_kernel") if hasattr(tb, n)]
+    real = {name: getattr(tb, name) for name in names}
+    launches = {}
 
     class Launch:
-        def __init__(self, name):
-            self.name = name
+        def __init__(self, kernel):
+            self.kernel = kernel
 
         def __getitem__(self, grid):
             def launch(*a, **k):
-                launches[self.name] = launches.get(self.name, 0) + 1  # the pass's name: forward, backward
+                launches[current[0]] = launches.get(current[0], 0) + 1
+                with _disable_current_modes():  # the launch itself is not the host side's aten calls
+                    return self.kernel[grid](*a, **k)
 
             return launch
 
-    out = {}
+    out, current = {}, [None]
     try:
-        for pass_, name in kernels.items():
-            setattr(tb, name, Launch(pass_))
-        z, o, d, near, far, valid = args[:6]
-        passes = {"forward": lambda: tb.triton_forward(*args),
-                  "backward": lambda: tb.triton_backward(grad, sil, sdf, lse, z, o, d, near, far, valid, None, weights,
-                                                         s.samples, 0.01, 0.005, 1e-4, "relu", 100.0, compute)}
+        for name in names:
+            setattr(tb, name, Launch(real[name]))
         for name, run in passes.items():
+            current[0] = name
             with OpCounter() as out[name]:
                 run()
-            per_pass[name] = launches.get(name, 0)
-            times = []
-            for _ in range(rounds):  # host time: the calls and (on a GPU) their launches, kernels not run
-                sync()
-                t0 = time.perf_counter()
-                run()
-                sync()
-                times.append(time.perf_counter() - t0)
-            out[name].seconds = statistics.median(times)
     finally:
         for name, fn in real.items():
             setattr(tb, name, fn)
-    out["launches"] = per_pass
+    out["launches"] = launches
     return out
 
 
@@ -517,7 +510,7 @@ def print_host_ops(shapes, precisions) -> None:
     """``--host-ops``: one line per shape, precision and pass (the triton backend runs in its interpreter without a
     GPU, as ``main`` arranges)."""
     print(f"{'shape':<6} {'precision':<9} {'pass':<9} {'aten calls':>10} {'not views':>9} {'syncing':>7} "
-          f"{'launches':>8} {'host ms':>8}  syncing calls")
+          f"{'triton launches':>15}  syncing calls")
     views = ("aten.view.", "aten.t.", "aten.slice.", "aten.select.", "aten.unsqueeze.", "aten.squeeze.",
              "aten.transpose.", "aten.unbind.", "aten.expand.", "aten.detach.", "aten.alias.", "aten._reshape_alias.")
     for shape in shapes:
@@ -528,7 +521,7 @@ def print_host_ops(shapes, precisions) -> None:
                 work = sum(n for op, n in c.counts.items() if not op.startswith(views))
                 syncing = ", ".join(f"{op} x{n}" for op, n in c.counts.items() if op in SYNCING_OPS)
                 print(f"{shape:<6} {precision:<9} {name:<9} {c.total:>10} {work:>9} {c.syncs:>7}  "
-                      f"{out['launches'].get(name, 0):>8} {1e3 * c.seconds:>8.3f}  {syncing}")
+                      f"{out['launches'].get(name, 0):>15}  {syncing}")
 
 
 def main(argv=None) -> None:
@@ -552,7 +545,7 @@ def main(argv=None) -> None:
                         "registers, spills, shared memory and tensor-core instructions; exit 1 on a problem")
     p.add_argument("--host-ops", action="store_true",
                    help="instead: count the aten calls and syncs the triton backend's host side issues in one forward "
-                        "and one backward at each of --shapes and --precisions (kernel launches not run)")
+                        "and one backward at each of --shapes and --precisions")
     p.add_argument("--archs", nargs="+", type=int, default=[80, 90], help="--gpu-compile: sm_XX targets")
     p.add_argument("--widths", nargs="+", type=int, default=[64, 128, 256], help="--gpu-compile: hidden widths")
     p.add_argument("--dots", nargs="+", default=["bf16", "fp16", "tf32"], help="--gpu-compile: dot precisions")

@@ -269,3 +269,28 @@ def test_auto_leaves_wide_tf32_to_compiled():
     assert _triton_auto_unsuited(narrow, args) is None
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert _triton_auto_unsuited(wide, args) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64] if DEVICE.type == "cpu" else [torch.float32])
+@pytest.mark.parametrize("grad_eps", [0.0, 1e-4, 1e-2])
+def test_kept_samples_kernel_matches_torch(dtype, grad_eps):
+    """The backward's sample selection in two triton launches keeps exactly the samples of the shared torch
+    version (:func:`sdfsrn_fast.backends.fused.kept_indices`, the compiled and cpp backends'), with the same
+    dL/ds to round-off; invalid rays keep none."""
+    from sdfsrn_fast.backends.fused import kept_indices
+    from sdfsrn_fast.backends.triton import _kept_indices
+
+    g = torch.Generator().manual_seed(3)
+    B, R, S, tau, tau_min = 3, 37, 11, 0.05, 0.02
+    sdf = 0.05 * torch.randn(B, R, S, generator=g, dtype=dtype)
+    valid = torch.rand(B, R, generator=g) > 0.3
+    sdf[~valid] = 0
+    lse = torch.where(valid, torch.logsumexp(-sdf / tau_min, -1), 0)
+    sil = torch.where(valid, torch.sigmoid(lse * tau_min / tau), 0)
+    grad = torch.randn(B, R, generator=g, dtype=dtype)
+    args = [t.to(DEVICE) for t in (grad, sil, sdf, lse, valid)]
+    idx, ds = kept_indices(*args, S, tau, tau_min, grad_eps)
+    idx_t, ds_t = _kept_indices(*args, S, tau, tau_min, grad_eps)
+    assert 0 < idx.numel() <= valid.sum() * S and torch.equal(idx_t, idx)
+    assert valid.reshape(-1).to(DEVICE)[idx_t // S].all()
+    torch.testing.assert_close(ds_t, ds, rtol=4 * torch.finfo(dtype).eps, atol=0)

@@ -13,8 +13,8 @@ global memory. A program whose rays are all invalid writes their zeros and does 
 (B, R), so the host issues no ``nonzero`` and no sync: the forward is the latent shares, the weights' casts and
 one launch.
 
-Backward: the host picks the kept samples exactly as the compiled backend does
-(:func:`~sdfsrn_fast.backends.fused.kept_indices`: one ``nonzero``, the backward's only sync);
+Backward: :func:`_keep_kernel` picks the kept samples exactly as the compiled backend does
+(:func:`~sdfsrn_fast.backends.fused.kept_indices`, in two launches; then one ``nonzero``, the backward's only sync);
 :func:`_render_bwd_kernel` finds its shape's samples from the per-shape boundaries (no program table), recomputes
 the decoder there, backpropagates ``g = dL/ds`` through it (``d_l = (d_{l+1} W_{l+1}) * act'(h_l)``, with ``act'``
 read off the activations) and writes, per kept sample, ``h_0..h_3`` and ``d_0..d_3`` in the dot operands' dtype
@@ -69,8 +69,8 @@ bf16 matmul rate measured in the same run; the kernel alone 1.07 ms, about 34%);
 backward chunk) against 13.7 ms, with 117 MB peak (8192-sample chunks) against 554 MB. That run's host side (sample
 selection, program tables, about 70 small ops a backward chunk, five syncs of the eager NaN checks) took more time
 than the GPU did; since then (not yet timed on a GPU) the host issues no sync in the forward and one in the
-backward, and 19 + 99 aten calls a forward+backward instead of 49 + 166, 8 + 47 of them not views instead of
-34 + 122 (``python -m sdfsrn_fast.bench --host-ops --shapes tiny``, AMD EPYC, 2026-11-28).
+backward, and 19 + 79 aten calls a forward+backward instead of 49 + 167, 8 + 33 of them not views instead of
+34 + 123 (``python -m sdfsrn_fast.bench --host-ops --shapes tiny``, AMD EPYC, 2026-11-28).
 """
 
 from __future__ import annotations
@@ -401,6 +401,52 @@ if triton is not None:
         _store_tiles(D0, first, end, d0, BLOCK_M, HT, NT, H, LD)
 
 
+if triton is not None:
+
+    @triton.jit
+    def _keep_kernel(GRAD, SIL, VALID, SDF, LSE, LARGEST, KEEP, DS, n, S, tau, tau_min, grad_eps,
+                     EXACT: tl.constexpr, FINAL: tl.constexpr, BLOCK: tl.constexpr):
+        """:func:`~sdfsrn_fast.backends.fused.kept_indices` over BLOCK of the B*R*S samples, in its operations and
+        their order. First pass (FINAL False): LARGEST[pid] = this block's largest |dL/dm| (or |ds| when EXACT);
+        second pass: with LARGEST[0] the largest of all, KEEP and DS = dL/ds per sample."""
+        i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        ok = i < n
+        ray = i // S
+        v = ok & (tl.load(VALID + ray, mask=ok, other=0) != 0)
+        s = tl.load(SIL + ray, mask=ok, other=0.0)
+        dm = tl.where(v, -(1.0 / tau) * s * (1 - s) * tl.load(GRAD + ray, mask=ok, other=0.0), 0.0)
+        w = tl.exp(-tl.load(SDF + i, mask=ok, other=0.0) / tau_min - tl.load(LSE + ray, mask=ok, other=0.0))
+        ds = dm * w
+        if not FINAL:
+            tl.store(LARGEST + tl.program_id(0), tl.max(tl.where(ok, tl.abs(ds if EXACT else dm), 0.0), axis=0))
+        else:
+            largest = tl.load(LARGEST)
+            if EXACT:
+                keep = tl.abs(ds) > largest * 2.0**-80
+            else:
+                keep = (w >= grad_eps) & v & (tl.abs(dm) >= grad_eps * largest)
+            tl.store(KEEP + i, keep & ok, mask=ok)
+            tl.store(DS + i, ds, mask=ok)
+
+
+def _kept_indices(grad_sil, sil, sdf, lse, valid, num_samples: int, tau: float, tau_min: float, grad_eps: float):
+    """:func:`~sdfsrn_fast.backends.fused.kept_indices` in two launches of :func:`_keep_kernel` (about 17 aten calls
+    there): ``(idx [n], g [n])``, with its one ``nonzero``."""
+    n = sdf.numel()
+    block = 1024
+    grid = (max(_cdiv(n, block), 1),)
+    largest = sdf.new_empty(grid[0])
+    keep = torch.empty(n, dtype=torch.bool, device=sdf.device)
+    ds = sdf.new_empty(n)
+    args = (grad_sil.contiguous(), sil.contiguous(), valid.contiguous(), sdf.contiguous(), lse.contiguous())
+    scalars = (n, num_samples, float(tau), float(tau_min), float(grad_eps))
+    _keep_kernel[grid](*args, largest, keep, ds, *scalars, EXACT=grad_eps == 0, FINAL=False, BLOCK=block)
+    _keep_kernel[grid](*args, largest.max().reshape(1), keep, ds, *scalars, EXACT=grad_eps == 0, FINAL=True,
+                       BLOCK=block)
+    idx = keep.nonzero().squeeze(1)
+    return idx, ds[idx]
+
+
 # ------------------------------------------------------------------------------------------------- host side
 
 # The compiled kernel of the last launch per (kernel, width, DOT mode): its n_regs / n_spills on a GPU.
@@ -524,14 +570,14 @@ def triton_backward(grad_sil, sil, sdf, lse, z, origins, directions, near, far, 
     matmuls: the three H x H weight gradients ``d_l^T h_{l-1}``, and ``A^T [d1 d3 d2 d0 h3]`` whose rows (the
     kernel's per-sample one-hot of the shape, x, y, z and g) give the latent shares per shape, the xyz columns, dW4
     and (summed over the shapes) the biases at once."""
-    from .fused import assemble_grads, kept_indices
+    from .fused import assemble_grads
 
     B, R, _ = origins.shape
     S, H = num_samples, weights[2].shape[0]
     dot, acc, op_dtype = _precision(z.dtype, compute_dtype, z.device)
     cfg = kernel_config(H, dot, S, "backward")
     w = _kernel_weights(z, weights, op_dtype)
-    idx, g = kept_indices(grad_sil, sil, sdf, lse, valid, S, tau, tau_min, grad_eps)
+    idx, g = _kept_indices(grad_sil, sil, sdf, lse, valid, S, tau, tau_min, grad_eps)
     n = idx.numel()
     STATS["backward_points"] = n
     f = z.dtype
