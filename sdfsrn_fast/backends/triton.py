@@ -207,8 +207,8 @@ if triton is not None:
                        ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, HT: tl.constexpr,
                        NT: tl.constexpr, H: tl.constexpr, STORE: tl.constexpr, H0, H1, H2, first, end,
                        LD: tl.constexpr):
-        """The four hidden layers at BLOCK_M points; returns h3 (a tuple of NT [BLOCK_M, HT] tiles in the
-        accumulator dtype). h0..h2 (dot operands of the next layer) live only until the next layer has used them;
+        """The first three hidden layers at BLOCK_M points; returns h2 (a tuple of NT [BLOCK_M, HT] dot operands; the
+        last layer is :func:`_layer3`'s, tile by tile). h0, h1 live only until the next layer has used them;
         with STORE (the backward) each is written to rows [first, end) of H0..H2 [n, H] (row stride LD) right away."""
         r = tl.arange(0, HT)
         h0 = ()
@@ -231,11 +231,14 @@ if triton is not None:
             h2 = h2 + (_operand(_act(a, ACT, BETA), DOT),)
         if STORE:
             _store_tiles(H2, first, end, h2, BLOCK_M, HT, NT, H, LD)
-        h3 = ()
-        for j in tl.static_range(NT):
-            a = _layer(h2, W3, j, ACC, DOT, BLOCK_M, HT, NT, H, False) + _bias(B3, j * HT + r, H)
-            h3 = h3 + (_act(a, ACT, BETA),)
-        return h3
+        return h2
+
+    @triton.jit
+    def _layer3(h2, W3, B3, j, ACT: tl.constexpr, BETA, ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr,
+                HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr):
+        """Tile j of h3 (accumulator dtype)."""
+        a = _layer(h2, W3, j, ACC, DOT, BLOCK_M, HT, NT, H, False) + _bias(B3, j * HT + tl.arange(0, HT), H)
+        return _act(a, ACT, BETA)
 
     @triton.jit
     def _render_fwd_kernel(
@@ -289,12 +292,12 @@ if triton is not None:
                 kf = kf + jit
             t = near + kf * step  # as sample_points_at: near + k (far - near) / S
             px, py, pz = ox + t * dx, oy + t * dy, oz + t * dz
-            h3 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, ACT, BETA, ACC, DOT, BLOCK_M,
+            h2 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, ACT, BETA, ACC, DOT, BLOCK_M,
                                 HT, NT, H, False, SDF, SDF, SDF, 0, 0, H)
             sdf = tl.zeros([BLOCK_M], dtype=ACC) + b4
-            for j in tl.static_range(NT):
+            for j in tl.static_range(NT):  # h3 tile by tile into the output layer: one float32 tile live at a time
                 w4 = tl.load(W4 + j * HT + r, mask=j * HT + r < H, other=0.0).to(ACC)
-                sdf += tl.sum(h3[j] * w4[None, :], axis=1)
+                sdf += tl.sum(_layer3(h2, W3, B3, j, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H) * w4[None, :], axis=1)
             tl.store(SDF + ray * S + k, tl.where(ok, sdf, 0.0).to(SDF.dtype.element_ty), mask=in_range & (k < S))
             x = tl.reshape(tl.where(ok, -sdf * inv_tau_min, float("-inf")), [BLOCK_R, BLOCK_S])
             m_new = tl.maximum(m_i, tl.max(x, axis=1))
@@ -383,8 +386,11 @@ if triton is not None:
         ca = tl.arange(0, BLOCK_B)[None, :]
         tl.store(AT + rows[:, None] * KA + ca, tl.where(ca == b, 1.0, 0.0).to(AT.dtype.element_ty),
                  mask=ok[:, None] & (ca < NB))
-        h3 = _decoder_tiles(bs, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, ACT, BETA, ACC, DOT, BLOCK_M, HT,
+        h2 = _decoder_tiles(bs, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, ACT, BETA, ACC, DOT, BLOCK_M, HT,
                             NT, H, True, H0, H1, H2, first, end, LD)
+        h3 = ()
+        for j in tl.static_range(NT):
+            h3 = h3 + (_layer3(h2, W3, B3, j, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H),)
         _store_tiles(H3, first, end, h3, BLOCK_M, HT, NT, H, LD)
         r = tl.arange(0, HT)
         d3 = ()
