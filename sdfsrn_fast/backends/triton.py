@@ -58,7 +58,7 @@ Block sizes (:func:`kernel_config`), chosen with ``python -m sdfsrn_fast.bench -
 sm_80 without a GPU, registers and spills read off the cubins; table in docs/performance.md): bfloat16/float16
 forward 128 points a tile (2 rays x 64 samples at S = 64), backward 32 points, 64-wide hidden tiles, 8 warps: on
 sm_90 no spill at H <= 128 (118-202 registers; HGMMA in the forward, HMMA in the backward), 224 B (forward) and
-128 B (backward) at H = 256. tf32: 32-wide hidden tiles at H <= 128, 64 points, 8 warps: 24 B (forward) and 40 B
+128 B (backward) at H = 256. tf32: 32-wide hidden tiles at H <= 128, 64 points, 8 warps: 8 B (forward) and 40 B
 (backward) of spill at H = 128; ``backend="auto"`` leaves tf32 at H > 128 to the compiled backend. On sm_80 (HMMA)
 the forwards spill 104-136 B at H = 128. Exact float32 and float64 are not run on CUDA (IEEE dots compile to FMA
 loops that spilled everything at H = 128): ``backend="auto"`` takes the compiled backend for them.
