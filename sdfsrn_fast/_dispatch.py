@@ -79,8 +79,8 @@ def _triton_unsupported(decoder, args) -> Optional[str]:
 
 def _triton_auto_unsuited(decoder, args) -> Optional[str]:
     """tf32 at hidden widths above 128: by name only. On an NVIDIA H200 the study shape's forward+backward took
-    12.71 ms against the compiled backend's 10.68 ms (2026-11-28), its kernels spill 40-1160 B on sm_90 and every
-    register on sm_80 at H = 256 (``python -m sdfsrn_fast.bench --gpu-compile``, docs/performance.md)."""
+    12.71 ms against the compiled backend's 10.68 ms (2026-11-28); at H = 256 its kernels spill 1160-1336 B on
+    sm_90 and every register on sm_80 (``python -m sdfsrn_fast.bench --gpu-compile``, docs/performance.md)."""
     if args["origins"].dtype == torch.float32 and _autocast_dtype(args["z"].device) is None \
             and decoder.hidden_dim > 128:
         return "tf32 at hidden width > 128: the compiled backend's cuBLAS tf32 is faster"
