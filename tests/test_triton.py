@@ -207,7 +207,7 @@ def test_unavailable_without_gpu_or_interpreter(monkeypatch):
 
 def test_host_side_syncs_once():
     """The host side around the kernels: the forward waits for the device nowhere (no ``nonzero``, no ``.item()``),
-    the backward once (the kept samples' ``nonzero``); one launch each. Invalid rays get zeros in every output."""
+    the backward once (the kept samples' ``nonzero``). Invalid rays get zeros in every output."""
     from sdfsrn_fast.backends import triton as tb
     from sdfsrn_fast.bench import OpCounter
 

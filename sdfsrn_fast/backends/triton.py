@@ -69,7 +69,7 @@ bf16 matmul rate measured in the same run; the kernel alone 1.07 ms, about 34%);
 backward chunk) against 13.7 ms, with 117 MB peak (8192-sample chunks) against 554 MB. That run's host side (sample
 selection, program tables, about 70 small ops a backward chunk, five syncs of the eager NaN checks) took more time
 than the GPU did; since then (not yet timed on a GPU) the host issues no sync in the forward and one in the
-backward, and 19 + 79 aten calls a forward+backward instead of 49 + 167, 8 + 33 of them not views instead of
+backward, and 19 + 78 aten calls a forward+backward instead of 49 + 167, 8 + 32 of them not views instead of
 34 + 123 (``python -m sdfsrn_fast.bench --host-ops --shapes tiny``, AMD EPYC, 2026-11-28).
 """
 
@@ -203,7 +203,7 @@ if triton is not None:
     # over: 255 registers and 900 B of spill at H = 64 (sm_90, bf16). Adding a [BLOCK_M, 16] x [16, HT] dot of
     # zeros (one tiny wgmma) puts it in the accumulators' layout: 140 registers, no spill.
     @triton.jit
-    def _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, ACT: tl.constexpr, BETA,
+    def _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, ACT: tl.constexpr, BETA,
                        ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, HT: tl.constexpr,
                        NT: tl.constexpr, H: tl.constexpr, STORE: tl.constexpr, H0, H1, H2, first, end,
                        LD: tl.constexpr):
@@ -292,7 +292,7 @@ if triton is not None:
                 kf = kf + jit
             t = near + kf * step  # as sample_points_at: near + k (far - near) / S
             px, py, pz = ox + t * dx, oy + t * dy, oz + t * dz
-            h2 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, ACT, BETA, ACC, DOT, BLOCK_M,
+            h2 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, ACT, BETA, ACC, DOT, BLOCK_M,
                                 HT, NT, H, False, SDF, SDF, SDF, 0, 0, H)
             sdf = tl.zeros([BLOCK_M], dtype=ACC) + b4
             for j in tl.static_range(NT):  # h3 tile by tile into the output layer: one float32 tile live at a time
@@ -351,12 +351,11 @@ if triton is not None:
         ib = tl.arange(0, BLOCK_B)
         lo = tl.load(SHAPE_START + ib, mask=ib < NB, other=0)
         hi = tl.load(SHAPE_START + ib + 1, mask=ib < NB, other=0)
-        ends = tl.cumsum((hi - lo + BLOCK_M - 1) // BLOCK_M, axis=0)  # one past each shape's last program
-        b = tl.sum((ends <= pid).to(tl.int32), axis=0)  # shapes wholly before this program: its shape (NB: none)
-        at_b = ib == b
-        first = tl.sum(tl.where(at_b, lo, 0), axis=0) + (pid - tl.sum(tl.where(at_b, ends, 0), axis=0)
-                                                          + tl.sum(tl.where(at_b, (hi - lo + BLOCK_M - 1) // BLOCK_M,
-                                                                            0), axis=0)) * BLOCK_M
+        programs = (hi - lo + BLOCK_M - 1) // BLOCK_M
+        starts = tl.cumsum(programs, axis=0) - programs  # each shape's first program
+        b = tl.sum((starts + programs <= pid).to(tl.int32), axis=0)  # shapes wholly before this program: its shape
+        at_b = ib == b  # (b >= NB past the last program)
+        first = tl.sum(tl.where(at_b, lo + (pid - starts) * BLOCK_M, 0), axis=0)
         end = tl.sum(tl.where(at_b, hi, 0), axis=0)  # 0 past the last program: no rows
         # int32 row offsets (the host keeps chunk x H below 2^31): int64 ones, with the [BLOCK_M, HT] address tiles
         # built from them, spilled 200-328 B more at H = 128 (sm_90, bf16)
@@ -386,7 +385,7 @@ if triton is not None:
         ca = tl.arange(0, BLOCK_B)[None, :]
         tl.store(AT + rows[:, None] * KA + ca, tl.where(ca == b, 1.0, 0.0).to(AT.dtype.element_ty),
                  mask=ok[:, None] & (ca < NB))
-        h2 = _decoder_tiles(bs, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, ACT, BETA, ACC, DOT, BLOCK_M, HT,
+        h2 = _decoder_tiles(bs, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, ACT, BETA, ACC, DOT, BLOCK_M, HT,
                             NT, H, True, H0, H1, H2, first, end, LD)
         h3 = ()
         for j in tl.static_range(NT):
@@ -405,9 +404,6 @@ if triton is not None:
         _store_tiles(D1, first, end, d1, BLOCK_M, HT, NT, H, LD)
         d0 = _backprop(d1, W1, H0, first, end, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, LD)
         _store_tiles(D0, first, end, d0, BLOCK_M, HT, NT, H, LD)
-
-
-if triton is not None:
 
     @triton.jit
     def _keep_kernel(GRAD, SIL, VALID, SDF, LSE, LARGEST, KEEP, DS, n, S, tau, tau_min, grad_eps,
@@ -587,7 +583,7 @@ def triton_backward(grad_sil, sil, sdf, lse, z, origins, directions, near, far, 
     n = idx.numel()
     STATS["backward_points"] = n
     f = z.dtype
-    bounds = torch.arange(B + 1, device=z.device) * (R * S)  # the first sample index of each shape
+    bounds = torch.arange(0, (B + 1) * R * S, R * S, device=z.device)  # the first sample index of each shape
     o, d, nr, fr = origins.contiguous(), directions.contiguous(), near.contiguous(), far.contiguous()
     chunk = _backward_chunk()
     sums, mats = [], []
