@@ -4,8 +4,8 @@
 #   the CUDA tests (tests/test_cuda.py, tests/test_triton.py without the interpreter), the triton backend's host
 #   calls and syncs (bench --host-ops), the render benchmark at the study and large shapes (reference /
 #   torch.compile(reference) / compiled / triton, bfloat16 autocast and tf32), the triton kernels' registers and
-#   spills as this machine's triton builds them, and 20 epochs of the study preset in bfloat16 (triton) and
-#   float32 (compiled).
+#   spills as this machine's triton builds them, exact float32 (triton's bfloat16 screen refined in float32, against
+#   compiled), and 20 epochs of the study preset in bfloat16 (triton) and float32 (compiled).
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR] [PART]   (OUT_DIR default: $OUT if set, else gpu-check-logs;
 #        PART: all (default), core (tests, host calls, study benchmark, kernel resources, profile: about 5 minutes),
 #        rest, or step names separated by commas; BENCH_BACKENDS: the study benchmark's backends)
@@ -53,6 +53,8 @@ step bench_forward_block64 40 env SDFSRN_TRITON_BLOCK_M=64 $bench --shapes study
     --backends triton --json "$log/bench_forward_block64.json"
 step bench_reference_compiled 40 $bench --shapes study --modes forward_backward --precisions bf16 \
     --backends reference_compiled --json "$log/bench_reference_compiled.json"
+step bench_exact32 50 $bench --shapes study --modes forward_backward forward --precisions 32 \
+    --backends triton compiled --json "$log/bench_exact32.json"
 step train_fp32 40 $py -m sdfsrn_fast.study.train --preset study --epochs 20 --eval-every 0 --figures false \
     --snapshot-every 0 --precision 32 --no-progress --overwrite --out "$log/study_fp32"
 for run in study_bf16 study_fp32; do
@@ -61,7 +63,7 @@ for run in study_bf16 study_fp32; do
     rm -rf "${log:?}/$run"
 done
 for f in tests host_ops bench_study kernel_resources profile bench_large bench_forward_block64 \
-    bench_reference_compiled; do
+    bench_reference_compiled bench_exact32; do
     [[ -f "$log/$f.log" ]] && tail -n 30 "$log/$f.log" | tr '\r' '\n' | grep -v '^benchmarks:' >> "$log/summary.txt"
 done
 tar czf "$out/gpu_check.tgz" -C "$log" .

@@ -66,23 +66,24 @@ def _triton_unsupported(decoder, args) -> Optional[str]:
     device = args["z"].device
     if device.type != "cuda" and not (device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") == "1"):
         return f"its tensors must be on a CUDA device, got {device}"
-    if device.type == "cuda":  # its dots run on the tensor cores (IEEE float32/float64 dots spill: docs)
-        dtype = args["origins"].dtype
-        if dtype == torch.float64:
-            return "float64 is the compiled backend's on CUDA"
-        if (dtype == torch.float32 and not torch.is_autocast_enabled("cuda")
-                and torch.get_float32_matmul_precision() == "highest"):
-            return ("its kernels run tf32 (torch.set_float32_matmul_precision('high')) or bfloat16/float16 "
-                    "(torch.autocast); exact float32 is the compiled backend's")
+    # its dots run on the tensor cores (IEEE float64 dots spill: docs); exact float32 is a bfloat16 screen refined
+    # in float32 (backends/triton.py, `screens`)
+    if device.type == "cuda" and args["origins"].dtype == torch.float64:
+        return "float64 is the compiled backend's on CUDA"
     return compiled.unsupported(decoder, args)  # the same rule for ray gradients
 
 
 def _triton_auto_unsuited(decoder, args) -> Optional[str]:
-    """tf32 at hidden widths above 128: by name only. On an NVIDIA H200 the study shape's forward+backward took
-    12.71 ms against the compiled backend's 10.68 ms (2026-11-28); at H = 256 its kernels spill 1160-1336 B on
-    sm_90 and every register on sm_80 (``python -m sdfsrn_fast.bench --gpu-compile``, docs/performance.md)."""
-    if args["origins"].dtype == torch.float32 and _autocast_dtype(args["z"].device) is None \
-            and decoder.hidden_dim > 128:
+    """Float32 without autocast stays with the compiled backend under ``auto``. tf32 at hidden widths above 128:
+    on an NVIDIA H200 the study shape's forward+backward took 12.71 ms against the compiled backend's 10.68 ms
+    (2026-11-28); at H = 256 its kernels spill 1160-1336 B on sm_90 and every register on sm_80 (``python -m
+    sdfsrn_fast.bench --gpu-compile``, docs/performance.md). Exact float32 (a bfloat16 screen, refined in float32,
+    and the compiled backend's backward run eagerly): not yet timed on a GPU."""
+    if args["origins"].dtype != torch.float32 or _autocast_dtype(args["z"].device) is not None:
+        return None
+    if torch.get_float32_matmul_precision() == "highest":
+        return "exact float32: the triton backend's bfloat16 screen and refinement are not yet timed on a GPU"
+    if decoder.hidden_dim > 128:
         return "tf32 at hidden width > 128: the compiled backend's cuBLAS tf32 is faster"
     return None
 

@@ -38,9 +38,8 @@ from torch.utils.checkpoint import checkpoint
 
 from .reference import sample_points, soft_silhouette
 
-__all__ = ["fused_forward", "fused_backward", "kept_samples", "sample_points_at", "assemble_grads",
-           "render_callable_chunked", "chunk_size", "decoder_weights", "Kernels",
-           "EAGER"]
+__all__ = ["fused_forward", "fused_backward", "kept_samples", "sample_offsets", "refine_screened", "sample_points_at",
+           "assemble_grads", "render_callable_chunked", "chunk_size", "decoder_weights", "Kernels", "EAGER"]
 
 # Points per chunk, by device type. CPU: measured by `python -m sdfsrn_fast.bench --sweep-chunk` (no-grad
 # forward GFLOP/s at the study's width, 2-core Xeon): see the README's performance section. 2048 points keep a
@@ -273,23 +272,34 @@ def _screened_sdf(kernels, cfg, points, sample_b, c0_shape, c2_shape, weights):
     pilot_low = screen(points.view(rays, S, 3)[pilot].reshape(-1, 3), sample_b.view(rays, S)[pilot].reshape(-1))
     if _to_recompute(pilot_low, tau, tau_min, SCREEN_ERROR).float().mean() > SCREEN_WORTH:
         return None
-    s_low = screen(points, sample_b)
+    return refine_screened(screen(points, sample_b), tau, tau_min, lambda idx: _evaluate(
+        kernels.forward, kernels.chunk, points[idx], sample_b[idx], shares, activation, beta, torch.float32))
+
+
+def refine_screened(s_low, tau: float, tau_min: float, exact_at, rows=None):
+    """The screen's SDF ``s_low`` [N, S] (float32) with every sample that could move its ray's silhouette by more
+    than SCREEN_TOL recomputed by ``exact_at(flat indices into s_low) -> float32 values`` (see
+    :func:`_screened_sdf`); ``rows`` [N] (bool): the rays to consider (the others keep ``s_low``). Records what it
+    did in STATS."""
     s = s_low.clone()
-    done = torch.zeros_like(s, dtype=torch.bool)
+    done = torch.zeros_like(s, dtype=torch.bool)  # recomputed, or not to consider
+    skipped = 0
+    if rows is not None:
+        done |= ~rows[:, None]
+        skipped = int(done.sum())
     assumed, seen = SCREEN_ERROR, 0.0
     while True:
         idx = (_to_recompute(s_low, tau, tau_min, assumed) & ~done).view(-1).nonzero().squeeze(1)
         if idx.numel():
-            exact = _evaluate(kernels.forward, kernels.chunk, points[idx], sample_b[idx], shares, activation, beta,
-                              s.dtype)
+            exact = exact_at(idx)
             seen = max(seen, (exact - s_low.view(-1)[idx]).abs().max().item())
             s.view(-1)[idx] = exact
             done.view(-1)[idx] = True
         if seen <= assumed or bool(done.all()):
             break
         assumed = 2 * seen
-    refined = int(done.sum())
-    STATS.update(refined_points=refined, screened_points=s.numel() - refined, screen_error=seen)
+    settled = int(done.sum())
+    STATS.update(refined_points=settled - skipped, screened_points=s.numel() - settled, screen_error=seen)
     return s
 
 
@@ -380,10 +390,16 @@ def kept_samples(grad_sil, sil, sdf, lse, valid, jitter, num_samples: int, tau: 
     """:func:`kept_indices` as ``(rays [n], k [n], g [n])``: each kept sample's ray (into B * R), its offset along
     it (``index + 0.5`` plus any jitter, for :func:`sample_points_at`) and ``g = dL/ds`` there."""
     idx, g = kept_indices(grad_sil, sil, sdf, lse, valid, num_samples, tau, tau_min, grad_eps)
+    return (*sample_offsets(idx, jitter, num_samples, sdf.dtype), g)
+
+
+def sample_offsets(idx, jitter, num_samples: int, dtype):
+    """``(rays, k)`` of samples given by their indices into the ``B * R * S`` samples: each one's ray (into B * R)
+    and offset along it (``index + 0.5`` plus any jitter, for :func:`sample_points_at`)."""
     rays = torch.div(idx, num_samples, rounding_mode="floor")
-    k = (idx % num_samples).to(sdf.dtype) + 0.5
+    k = (idx % num_samples).to(dtype) + 0.5
     jit = _tail(jitter, rays)
-    return rays, (k if jit is None else k + jit), g
+    return rays, (k if jit is None else k + jit)
 
 
 @torch.no_grad()

@@ -31,8 +31,13 @@ weight is at least ``grad_eps``.
 Precision (``shared/SPEC.md``): on CUDA tf32 operands when ``torch.get_float32_matmul_precision() != "highest"``
 (rounded to nearest by ``cvt.rna.tf32.f32`` first: ``tl.dot``'s tf32 drops the low bits, which made the
 silhouettes err 4.8x the cuBLAS-tf32 reference's on an H200),
-and bfloat16/float16 operands under ``torch.autocast``; exact float32 and float64 with IEEE ``tl.dot`` in the
-interpreter (the tests' float64 and gradcheck), not on CUDA (see the block sizes below). Accumulation, the xyz FMAs,
+and bfloat16/float16 operands under ``torch.autocast``; float64 and float32 with IEEE ``tl.dot`` in the interpreter
+(the tests' float64 and gradcheck), not on CUDA (IEEE dots compile to FMA loops that spill: see the block sizes
+below). Exact float32 on CUDA (``"highest"``) is the compiled backend's screen turned around (:func:`_refined`): the
+forward kernel runs with bfloat16 operands over every sample, the samples that could move a silhouette by more
+than float32's round-off (those near each ray's soft minimum, a few per cent once training has sharpened the
+temperature) are recomputed in float32 by plain torch, and each ray's logsumexp and silhouette are formed from the
+refined values; the backward is the compiled backend's, run eagerly (float32 cuBLAS at the kept samples). Accumulation, the xyz FMAs,
 the latent shares, the output layer and the soft minimum are in the accumulator dtype (float32, or float64). The
 interpreter's bfloat16 ``tl.dot`` is wrong (triton #11584) and its float32->bfloat16 cast truncates: under
 ``TRITON_INTERPRET=1`` bfloat16 runs as an exact emulation, operands rounded to nearest-even bfloat16 by bit
@@ -60,8 +65,9 @@ forward 128 points a tile (2 rays x 64 samples at S = 64), backward 32 points, 6
 sm_90 no spill at H <= 128 (118-202 registers; HGMMA in the forward, HMMA in the backward), 224 B (forward) and
 128 B (backward) at H = 256. tf32: 32-wide hidden tiles at H <= 128, 64 points, 8 warps: 8 B (forward) and 40 B
 (backward) of spill at H = 128; ``backend="auto"`` leaves tf32 at H > 128 to the compiled backend. On sm_80 (HMMA)
-the forwards spill 104-136 B at H = 128. Exact float32 and float64 are not run on CUDA (IEEE dots compile to FMA
-loops that spilled everything at H = 128): ``backend="auto"`` takes the compiled backend for them.
+the forwards spill 104-136 B at H = 128. IEEE float32/float64 dots are not compiled for CUDA (FMA loops
+that spilled everything at H = 128): float64 is the compiled backend's there, exact float32 the screen above, and
+``backend="auto"`` takes the compiled backend for both until the screen is timed on a GPU.
 
 Measured on an NVIDIA H200 (torch 2.11.0+cu130, triton 3.6.0, 2026-11-28; docs/performance.md has the tables and
 commands): study shape, bfloat16, forward 2.7-3.2 ms against the compiled backend's 8.3 ms (11-14% of the 781 TFLOP/s
@@ -175,11 +181,14 @@ if triton is not None:
         out_c = j * HT + r
         for i in tl.static_range(NT):
             in_r = i * HT + r
-            mask = (in_r[:, None] < H) & (out_c[None, :] < H)
             if TRANSPOSE:  # tile [out i, in j] of W
-                w = tl.load(W + in_r[:, None] * H + out_c[None, :], mask=mask, other=0.0)
+                ptr = W + in_r[:, None] * H + out_c[None, :]
             else:  # tile [in i, out j] of W^T: W[out, in]
-                w = tl.load(W + out_c[None, :] * H + in_r[:, None], mask=mask, other=0.0)
+                ptr = W + out_c[None, :] * H + in_r[:, None]
+            if H % HT == 0:
+                w = tl.load(ptr)
+            else:
+                w = tl.load(ptr, mask=(in_r[:, None] < H) & (out_c[None, :] < H), other=0.0)
             acc = _dot(h[i], _operand(w, DOT), acc, DOT)
         return acc
 
@@ -522,10 +531,57 @@ def _kernel_weights(z, weights, op_dtype):
                 W4=W4.reshape(-1).contiguous(), B4=b4.contiguous())
 
 
+def screens(dtype: torch.dtype, compute_dtype, device: torch.device) -> bool:
+    """Whether a call runs exact float32 as a bfloat16 screen plus a float32 refinement (:func:`_refined`): float32
+    without autocast where tf32 is not allowed (``torch.get_float32_matmul_precision() == "highest"``) on CUDA; in
+    the interpreter only with SDFSRN_TRITON_SCREEN=1 (the tests'), as IEEE float32 dots run there."""
+    if dtype != torch.float32 or compute_dtype is not None:
+        return False
+    if device.type == "cuda":
+        return torch.get_float32_matmul_precision() == "highest"
+    return os.environ.get("SDFSRN_TRITON_SCREEN", "0") == "1"
+
+
 @torch.no_grad()
 def triton_forward(z, origins, directions, near, far, valid, jitter, weights, num_samples: int, tau: float,
                    tau_min: float, activation: str, beta: float, compute_dtype=None):
     """``(sil [B, R], sdf [B, R, S], lse [B, R])`` as :func:`~sdfsrn_fast.backends.fused.fused_forward`."""
+    if screens(z.dtype, compute_dtype, z.device):
+        sil, sdf, lse = _forward_kernel(z, origins, directions, near, far, valid, jitter, weights, num_samples, tau,
+                                        tau_min, activation, beta, torch.bfloat16)
+        return _refined(sdf, z, origins, directions, near, far, valid, jitter, weights, num_samples, tau, tau_min,
+                        activation, beta)
+    return _forward_kernel(z, origins, directions, near, far, valid, jitter, weights, num_samples, tau, tau_min,
+                           activation, beta, compute_dtype)
+
+
+def _refined(sdf, z, origins, directions, near, far, valid, jitter, weights, S: int, tau: float, tau_min: float,
+             activation: str, beta: float):
+    """Exact float32 from the kernel's bfloat16 screen ``sdf``: the samples that could move a silhouette by more than
+    float32's round-off (those near each ray's soft minimum) recomputed in float32 by the compiled backend's
+    algorithm, eagerly (:func:`~sdfsrn_fast.backends.fused.refine_screened`, the compiled backend's screen on CPUs
+    with AMX), then each ray's logsumexp and silhouette from the refined values."""
+    from .fused import EAGER, _evaluate, _latent_share, chunk_size, refine_screened, sample_offsets, sample_points_at
+
+    B, R = valid.shape
+    c0, c2, kernel_weights = _latent_share(z, *weights)
+    v = valid.reshape(-1)
+
+    def exact_at(idx):
+        rays, k = sample_offsets(idx, jitter, S, z.dtype)
+        p = sample_points_at(origins.reshape(-1, 3)[rays], directions.reshape(-1, 3)[rays], near.reshape(-1)[rays],
+                             far.reshape(-1)[rays], k, S)
+        return _evaluate(EAGER.forward, chunk_size(z.device), p, torch.div(rays, R, rounding_mode="floor"),
+                         (c0, c2, *kernel_weights), activation, beta, z.dtype)
+
+    s = refine_screened(sdf.reshape(-1, S), tau, tau_min, exact_at, rows=v)
+    lse = torch.where(v, torch.logsumexp(-s / tau_min, dim=-1), 0.0)
+    sil = torch.where(v, torch.sigmoid(lse * (tau_min / tau)), 0.0)  # as fused_forward
+    return sil.view(B, R), s.view(B, R, S), lse.view(B, R)
+
+
+def _forward_kernel(z, origins, directions, near, far, valid, jitter, weights, num_samples: int, tau: float,
+                    tau_min: float, activation: str, beta: float, compute_dtype=None):
     B, R, _ = origins.shape
     S, H = num_samples, weights[2].shape[0]
     dot, acc, op_dtype = _precision(z.dtype, compute_dtype, z.device)
@@ -572,8 +628,12 @@ def triton_backward(grad_sil, sil, sdf, lse, z, origins, directions, near, far, 
     matmuls: the three H x H weight gradients ``d_l^T h_{l-1}``, and ``A^T [d1 d3 d2 d0 h3]`` whose rows (the
     kernel's per-sample one-hot of the shape, x, y, z and g) give the latent shares per shape, the xyz columns, dW4
     and (summed over the shapes) the biases at once."""
-    from .fused import assemble_grads
+    from .fused import Kernels, assemble_grads, chunk_size, fused_backward, mlp_backward, mlp_forward_gather
 
+    if screens(z.dtype, compute_dtype, z.device):  # exact float32: the compiled backend's backward, run eagerly
+        kernels = Kernels(mlp_forward_gather, mlp_backward, chunk_size(z.device))
+        return fused_backward(kernels, grad_sil, sil, sdf, lse, z, origins, directions, near, far, valid, jitter,
+                              weights, num_samples, tau, tau_min, grad_eps, activation, beta)
     B, R, _ = origins.shape
     S, H = num_samples, weights[2].shape[0]
     dot, acc, op_dtype = _precision(z.dtype, compute_dtype, z.device)
