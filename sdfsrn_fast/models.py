@@ -103,7 +103,8 @@ class SDFDecoder(nn.Module):
         z = torch.zeros(1, self.latent_dim, dtype=p0.dtype, device=p0.device)
         for _ in range(steps):
             pts = torch.randn(num_points, 3, generator=g, dtype=p0.dtype)
-            pts = pts / pts.norm(dim=-1, keepdim=True) * torch.rand(num_points, 1, generator=g, dtype=p0.dtype) ** (1 / 3)
+            radii = torch.rand(num_points, 1, generator=g, dtype=p0.dtype) ** (1 / 3)  # uniform in the ball
+            pts = pts / pts.norm(dim=-1, keepdim=True) * radii
             pts = (pts * 1.1).to(p0.device)[None]
             err = (self(z, pts) - (pts.norm(dim=-1) - radius)).abs().mean()
             opt.zero_grad(set_to_none=True)

@@ -33,11 +33,11 @@ Precision (``shared/SPEC.md``): on CUDA tf32 operands when ``torch.get_float32_m
 silhouettes err 4.8x the cuBLAS-tf32 reference's on an H200),
 and bfloat16/float16 operands under ``torch.autocast``; float64 and float32 with IEEE ``tl.dot`` in the interpreter
 (the tests' float64 and gradcheck), not on CUDA (IEEE dots compile to FMA loops that spill: see the block sizes
-below). Exact float32 on CUDA (``"highest"``) is the compiled backend's screen turned around (:func:`_refined`): the
+below). Exact float32 on CUDA (``"highest"``) is the compiled backend's bfloat16 screen (:func:`_refined`): the
 forward kernel runs with bfloat16 operands over every sample, the samples that could move a silhouette by more
-than float32's round-off (those near each ray's soft minimum, a few per cent once training has sharpened the
-temperature) are recomputed in float32 by plain torch, and each ray's logsumexp and silhouette are formed from the
-refined values; the backward is the compiled backend's, run eagerly (float32 cuBLAS at the kept samples). Accumulation, the xyz FMAs,
+than float32's round-off (those near each ray's soft minimum) are recomputed in float32 by plain torch, and each
+ray's logsumexp and silhouette are formed from the refined values; the backward is the compiled backend's, run
+eagerly (float32 cuBLAS at the kept samples). Accumulation, the xyz FMAs,
 the latent shares, the output layer and the soft minimum are in the accumulator dtype (float32, or float64). The
 interpreter's bfloat16 ``tl.dot`` is wrong (triton #11584) and its float32->bfloat16 cast truncates: under
 ``TRITON_INTERPRET=1`` bfloat16 runs as an exact emulation, operands rounded to nearest-even bfloat16 by bit
@@ -251,7 +251,7 @@ if triton is not None:
 
     @triton.jit
     def _render_fwd_kernel(
-        O, D, NEAR, FAR, JIT, VALID,  # rays [B*R, 3] / [B*R]
+        O, D, NEAR, FAR, JIT, VALID,  # rays [B*R, 3] / [B*R]  # noqa: E741 (O: origins)
         C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, W4, B4,  # shares [B, H]; xyz columns [H, 3]; H x H layers; output
         SDF, LSE, SIL,  # out: [B*R, S], [B*R], [B*R]; zeros on invalid rays
         R, S, inv_tau_min, tau_min_over_tau, BETA,
@@ -342,7 +342,7 @@ if triton is not None:
 
     @triton.jit
     def _render_bwd_kernel(
-        O, D, NEAR, FAR, JIT, IDX, G,  # kept samples: IDX [n] into the B*R*S samples (sorted), G [n] dL/ds
+        O, D, NEAR, FAR, JIT, IDX, G,  # kept samples: IDX [n] into the B*R*S samples (sorted), G [n] dL/ds  # noqa: E741
         SHAPE_START, NB,  # SHAPE_START [NB + 1]: the first kept sample of each shape (and n)
         C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, W4,
         H0, H1, H2, D1, D3, D2, D0, H3,  # out: [n, H] each (row stride LD), in the dot operands' dtype

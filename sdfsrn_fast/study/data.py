@@ -262,7 +262,8 @@ def make_dataset(
             np.asarray(x, dtype=np.float32).astype(np.float64) for x in (size, rot, albedo, az, el, naz, nel)
         )
         size_t, rot_t, albedo_t = (torch.from_numpy(x) for x in (size, rot, albedo))
-        sil, image = _render_view(family, size_t, rot_t, albedo_t, float(az), float(el), distance, fov, resolution, True)
+        sil, image = _render_view(family, size_t, rot_t, albedo_t, float(az), float(el), distance, fov, resolution,
+                                  True)
         out["images"].append(image)
         out["sil"].append(sil)
         out["nsil"].append(_silhouettes(family, size_t, rot_t, naz, nel, distance, fov, resolution))

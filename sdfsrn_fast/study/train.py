@@ -312,8 +312,9 @@ def _finish(run: _Run, wall_time: float) -> dict:
 
             make_figures(out, run.encoder, run.decoder, run.ds, cfg, run.device, run.history)
             write_report(out)
+        nan = float("nan")
         print(f"done: {cfg.epochs} epochs in {wall_time / 60:.1f} min; train MSE "
-              f"{summary.get('train_mse', float('nan')):.4f}; novel-view IoU {summary.get('novel_iou', float('nan')):.3f} "
+              f"{summary.get('train_mse', nan):.4f}; novel-view IoU {summary.get('novel_iou', nan):.3f} "
               + " ".join(f"{f} {summary[f'novel_iou_{f}']:.3f}" for f in FAMILIES if f"novel_iou_{f}" in summary)
               + f"; run in {out}")
     return summary
