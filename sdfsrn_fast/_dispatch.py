@@ -74,11 +74,11 @@ def _triton_unsupported(decoder, args) -> Optional[str]:
 
 
 def _triton_auto_unsuited(decoder, args) -> Optional[str]:
-    """Float32 without autocast stays with the compiled backend under ``auto``. tf32 at hidden widths above 128:
-    on an NVIDIA H200 the study shape's forward+backward took 12.71 ms against the compiled backend's 10.68 ms
-    (2026-11-28); at H = 256 its kernels spill 1160-1336 B on sm_90 and every register on sm_80 (``python -m
-    sdfsrn_fast.bench --gpu-compile``, docs/performance.md). Exact float32 (a bfloat16 screen, refined in float32,
-    and the compiled backend's backward run eagerly): not yet timed on a GPU."""
+    """Under ``auto``, float32 without autocast goes to the triton backend only as tf32 at hidden widths up to 128.
+    tf32 above 128: on an NVIDIA H200 the study shape's forward+backward took 12.71 ms against the compiled backend's
+    10.68 ms (2026-11-28); at H = 256 its kernels spill 752-1064 B on sm_90 (``python -m sdfsrn_fast.bench
+    --gpu-compile``, docs/performance.md). Exact float32 (a bfloat16 screen, refined in float32, and the compiled
+    backend's backward run eagerly): not yet timed on a GPU."""
     if args["origins"].dtype != torch.float32 or _autocast_dtype(args["z"].device) is not None:
         return None
     if torch.get_float32_matmul_precision() == "highest":

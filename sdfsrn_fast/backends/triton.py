@@ -59,15 +59,18 @@ kernel, writing ``8 H`` values (h0..h3, d0..d3) and the sample's row of A (shape
 8 x 256 x 2 = 4 KB in bf16 for 790 kFLOP, about 190 FLOP/B, near the H200's ridge; then ``D^T H`` in cuBLAS
 (``6 H^2`` FLOP, reading the same tiles) and ``A^T [d1 d3 d2 d0 h3]`` (``10 H (B + 4)`` FLOP).
 
-Block sizes (:func:`kernel_config`), chosen with ``python -m sdfsrn_fast.bench --gpu-compile`` (compiled for sm_90 and
-sm_80 without a GPU, registers and spills read off the cubins; table in docs/performance.md): bfloat16/float16
-forward 128 points a tile (2 rays x 64 samples at S = 64), backward 32 points, 64-wide hidden tiles, 8 warps: on
-sm_90 no spill at H <= 128 (118-202 registers; HGMMA in the forward, HMMA in the backward), 224 B (forward) and
-128 B (backward) at H = 256. tf32: 32-wide hidden tiles at H <= 128, 64 points, 8 warps: 8 B (forward) and 40 B
-(backward) of spill at H = 128; ``backend="auto"`` leaves tf32 at H > 128 to the compiled backend. On sm_80 (HMMA)
-the forwards spill 104-136 B at H = 128. IEEE float32/float64 dots are not compiled for CUDA (FMA loops
-that spilled everything at H = 128): float64 is the compiled backend's there, exact float32 the screen above, and
-``backend="auto"`` takes the compiled backend for both until the screen is timed on a GPU.
+Block sizes (:func:`kernel_config`, per architecture), chosen with ``python -m sdfsrn_fast.bench --gpu-compile``
+(compiled for sm_90 and sm_80 without a GPU, as a launch specializes them, registers and spills read off the
+cubins; table in docs/performance.md): no kernel spills at H <= 128 on either. sm_90: bfloat16/float16 forward 128
+points a tile (2 rays x 64 samples at S = 64), backward 32 points, 64-wide hidden tiles, 8 warps (HGMMA in the
+forward, HMMA in the backward); 224 B (forward) and 80 B (backward) of spill at H = 256. tf32: 32-wide hidden
+tiles and 64 points (the forward above H = 64: bfloat16's tiles), 8 warps; at H = 256 it spills 752 B (forward) and
+1064 B (backward), and ``backend="auto"`` leaves tf32 at H > 128 to the compiled backend. sm_80 (mma.sync: both
+operands in registers) takes smaller tiles above H = 64: forward 32 points and 4 warps (bfloat16/float16; 88 B at
+H = 256), tf32 16 points and 4 warps (160 B forward, 120 B backward at H = 256). IEEE float32/float64 dots are not
+compiled for CUDA (FMA loops that spilled everything at H = 128): float64 is the compiled backend's there, exact
+float32 the screen above, and ``backend="auto"`` takes the compiled backend for both until the screen is timed on a
+GPU.
 
 Measured on an NVIDIA H200 (torch 2.11.0+cu130, triton 3.6.0, 2026-11-28; docs/performance.md has the tables and
 commands): study shape, bfloat16, forward 2.7-3.2 ms against the compiled backend's 8.3 ms (11-14% of the 781 TFLOP/s
@@ -497,25 +500,53 @@ def _pow2(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
-def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "forward") -> dict:
-    """Tile sizes and warps, chosen with ``--gpu-compile`` on sm_90 (the fewest spilled bytes; module docstring):
-    bfloat16/float16 take 64-wide hidden tiles, 128 points a forward tile and 32 a backward tile, 8 warps; tf32,
-    whose operands are twice as wide, 32-wide hidden tiles and 64 points, 8 warps. Tiles are 16 wide at least (tl.dot).
-    The backward's 32 points compile to mma.sync (HMMA) on sm_90, not wgmma (which needs 64 rows a warpgroup): at 64
-    points it sat at 255 registers and spilled 0-96 B at H = 128 with every small change of its code (triton 3.9),
-    at 32 it takes 202 registers and spills nothing at H <= 128 on sm_80 and sm_90; the backward kernel is a small
-    part of a step (0.22 ms of 6.6 on the H200), so its tensor-core instruction matters less than not spilling.
+def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "forward", arch: int = 90) -> dict:
+    """Tile sizes and warps for sm_``arch``, chosen with ``--gpu-compile`` (the fewest spilled bytes; module docstring).
+
+    sm_90: bfloat16/float16 take 64-wide hidden tiles, 128 points a forward tile and 32 a backward tile, 8 warps; tf32,
+    whose operands are twice as wide, 32-wide hidden tiles and 64 points, 8 warps, except the forward above H = 64
+    (the bfloat16 tiles: 0 B of spill against 8 B at H = 128). Tiles are 16 wide at least (tl.dot). The backward's
+    32 points compile to mma.sync (HMMA) on sm_90, not wgmma (which needs 64 rows a warpgroup): at 64 points it sat
+    at 255 registers and spilled 0-96 B at H = 128 with every small change of its code (triton 3.9), at 32 it spills
+    nothing at H <= 128 on sm_80 and sm_90; the backward kernel is a small part of a step (0.22 ms of 6.6 on the
+    H200), so its tensor-core instruction matters less than not spilling.
+    Below sm_90 (mma.sync: both operands of every dot in registers, where wgmma reads the weights from shared memory)
+    the same tiles spilled at H = 128 (forward 104-120 B, tf32 backward 40 B) and everything at H = 256 in tf32, so
+    above H = 64 the forward takes 32 points and 4 warps in bfloat16/float16 (0 B at H = 128, 88 B at 256), and tf32
+    16 points, 4 warps and 64-wide tiles (0 B at H = 128; 160 B forward, 120 B backward at 256).
     SDFSRN_TRITON_HT / _BLOCK_M / _WARPS / _STAGES override, for such experiments."""
     wide = 32 if dot == 1 and hidden <= 128 else 64  # tf32 at 256: 32-wide tiles took minutes to compile
-    ht = min(wide, max(16, _pow2(hidden)))
     block_m = (128 if kernel == "forward" else 32) if dot in (2, 3) else 64
+    warps = 8
+    if arch >= 90 and dot == 1 and kernel == "forward" and hidden > 64:
+        block_m, wide = 128, 64  # spill: 0 B at H = 128, 752 B at 256; 64 points spilled 8 B and 2744 B
+    if arch < 90 and hidden > 64:
+        if dot == 1:
+            block_m, warps, wide = 16, 4, 64
+        elif kernel == "forward":
+            block_m, warps = 32, 4
+    ht = min(wide, max(16, _pow2(hidden)))
     env = os.environ.get
     ht = int(env("SDFSRN_TRITON_HT", ht))
     block_m = int(env("SDFSRN_TRITON_BLOCK_M", block_m))
     block_s = min(block_m, max(16, _pow2(num_samples)))
     return dict(HT=ht, NT=_cdiv(hidden, ht), H=hidden, BLOCK_M=block_m, BLOCK_S=block_s,
-                BLOCK_R=block_m // block_s, num_warps=int(env("SDFSRN_TRITON_WARPS", 8)),
+                BLOCK_R=block_m // block_s, num_warps=int(env("SDFSRN_TRITON_WARPS", warps)),
                 num_stages=int(env("SDFSRN_TRITON_STAGES", "1")))
+
+
+_ARCH: dict = {}
+
+
+def _arch(device: torch.device) -> int:
+    """The compute capability of a CUDA device as 80, 90...; 90 elsewhere (the interpreter)."""
+    if device.type != "cuda":
+        return 90
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _ARCH:
+        major, minor = torch.cuda.get_device_capability(index)
+        _ARCH[index] = 10 * major + minor
+    return _ARCH[index]
 
 
 def _kernel_weights(z, weights, op_dtype):
@@ -585,7 +616,7 @@ def _forward_kernel(z, origins, directions, near, far, valid, jitter, weights, n
     B, R, _ = origins.shape
     S, H = num_samples, weights[2].shape[0]
     dot, acc, op_dtype = _precision(z.dtype, compute_dtype, z.device)
-    cfg = kernel_config(H, dot, S)
+    cfg = kernel_config(H, dot, S, "forward", _arch(z.device))
     w = _kernel_weights(z, weights, op_dtype)
     sdf = z.new_empty(B * R, S)  # the kernel writes every element: zeros on invalid rays
     lse = z.new_empty(B * R)
@@ -637,7 +668,7 @@ def triton_backward(grad_sil, sil, sdf, lse, z, origins, directions, near, far, 
     B, R, _ = origins.shape
     S, H = num_samples, weights[2].shape[0]
     dot, acc, op_dtype = _precision(z.dtype, compute_dtype, z.device)
-    cfg = kernel_config(H, dot, S, "backward")
+    cfg = kernel_config(H, dot, S, "backward", _arch(z.device))
     w = _kernel_weights(z, weights, op_dtype)
     idx, g = _kept_indices(grad_sil, sil, sdf, lse, valid, S, tau, tau_min, grad_eps)
     n = idx.numel()
@@ -695,10 +726,10 @@ TENSOR_CORE_OPS = {80: ("HMMA",), 90: ("HGMMA", "HMMA")}
 AOT_PRECISIONS = {"tf32": 1, "bf16": 2, "fp16": 3}  # name -> DOT mode
 
 
-def _aot_source(kernel: str, hidden: int, dot: int, activation: str = "relu"):
+def _aot_source(kernel: str, hidden: int, dot: int, arch: int = 90, activation: str = "relu"):
     from triton.compiler import ASTSource
 
-    cfg = kernel_config(hidden, dot, 64, kernel)
+    cfg = kernel_config(hidden, dot, 64, kernel, arch)
     op = {2: "*bf16", 3: "*fp16"}.get(dot, "*fp32")
     f32 = "*fp32"  # (the backward as for the study's batch of 4 shapes: BLOCK_B = 4)
     common = dict(C0=f32, C2=f32, W0P=f32, W2P=f32, W1=op, B1=f32, W2H=op, W3=op, B3=f32, W4=f32)
@@ -716,7 +747,12 @@ def _aot_source(kernel: str, hidden: int, dot: int, activation: str = "relu"):
         const.update(HAS_JIT=True, BLOCK_M=cfg["BLOCK_M"], BLOCK_B=4, LD=8 * hidden)
         fn = _render_bwd_kernel
     sig.update({k: "constexpr" for k in const})
-    return ASTSource(fn=fn, signature=sig, constexprs=const), cfg
+    # what a launch specializes on (triton's JIT: "tt.divisibility" 16 for 16-byte aligned pointers and for integers
+    # that are multiples of 16), as at the study shape: every tensor aligned, R = 4096 rays and S = 64 samples.
+    # Without it the weight tiles compiled to 2-byte loads (LDG.E.U16) where a launch gets 16-byte ones (LDG.E.128)
+    attrs = {(fn.arg_names.index(k),): [["tt.divisibility", 16]] for k, t in sig.items()
+             if t.startswith("*") or k in ("R", "S")}
+    return ASTSource(fn=fn, signature=sig, constexprs=const, attrs=attrs), cfg
 
 
 def compile_report(arch: int, kernel: str, hidden: int, precision: str) -> dict:
@@ -732,7 +768,7 @@ def compile_report(arch: int, kernel: str, hidden: int, precision: str) -> dict:
     from triton.backends.nvidia import __file__ as nvidia_init
 
     dot = AOT_PRECISIONS[precision]
-    src, cfg = _aot_source(kernel, hidden, dot)
+    src, cfg = _aot_source(kernel, hidden, dot, arch)
     t0 = time.perf_counter()
     ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
                         options={"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]})
