@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The GPU checks of the project in one script, for a lent CUDA machine (about 8 minutes on an H100/H200; each step
-# has a time limit and a failed step does not stop the others):
+# The GPU checks of the project in one script, for a lent CUDA machine (each step has a time limit, 14 minutes all
+# told and 8.3 for the core part; a failed step does not stop the others):
 #   the CUDA tests (tests/test_cuda.py, tests/test_triton.py without the interpreter), the triton backend's host
 #   calls and syncs (bench --host-ops), the render benchmark at the study and large shapes (reference /
 #   torch.compile(reference) / compiled / triton, bfloat16 autocast and tf32), the triton kernels' registers and
 #   spills as this machine's triton builds them, exact float32 (triton's bfloat16 screen refined in float32, against
-#   compiled), and 20 epochs of the study preset in bfloat16 (triton) and float32 (compiled).
+#   compiled), the triton kernels with their weight tiles loaded one at a time (SDFSRN_TRITON_GROUP=0), and 20
+#   epochs of the study preset in bfloat16 (triton) and float32 (compiled).
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR] [PART]   (OUT_DIR default: $OUT if set, else gpu-check-logs;
-#        PART: all (default), core (tests, host calls, study benchmark, kernel resources, profile: about 5 minutes),
+#        PART: all (default), core (tests, host calls, study benchmark, kernel resources, profile),
 #        rest, or step names separated by commas; BENCH_BACKENDS: the study benchmark's backends)
 # It needs the machine's own torch and triton and nothing installed: the checkout goes on PYTHONPATH. OUT_DIR gets
 # summary.txt and gpu_check.tgz (every log and JSON file; one archive, so that few files come back).
@@ -51,6 +52,8 @@ step bench_large 60 $bench --shapes large --modes forward_backward forward --pre
     --backends triton compiled --json "$log/bench_large.json"
 step bench_forward_block64 40 env SDFSRN_TRITON_BLOCK_M=64 $bench --shapes study --modes forward --precisions bf16 \
     --backends triton --json "$log/bench_forward_block64.json"
+step bench_ungrouped_loads 40 env SDFSRN_TRITON_GROUP=0 $bench --shapes study --modes forward_backward forward \
+    --precisions bf16 --backends triton --json "$log/bench_ungrouped_loads.json"
 step bench_reference_compiled 40 $bench --shapes study --modes forward_backward --precisions bf16 \
     --backends reference_compiled --json "$log/bench_reference_compiled.json"
 step bench_exact32 50 $bench --shapes study --modes forward_backward forward --precisions 32 \
@@ -63,7 +66,7 @@ for run in study_bf16 study_fp32; do
     rm -rf "${log:?}/$run"
 done
 for f in tests host_ops bench_study kernel_resources profile bench_large bench_forward_block64 \
-    bench_reference_compiled bench_exact32; do
+    bench_ungrouped_loads bench_reference_compiled bench_exact32; do
     [[ -f "$log/$f.log" ]] && tail -n 30 "$log/$f.log" | tr '\r' '\n' | grep -v '^benchmarks:' >> "$log/summary.txt"
 done
 tar czf "$out/gpu_check.tgz" -C "$log" .

@@ -80,6 +80,25 @@ def test_float64_matches_reference(hidden, activation, jitter):
 
 
 @interpreter_only
+@pytest.mark.parametrize("group", ["1", "0"])
+def test_several_hidden_tiles(monkeypatch, group):
+    """Hidden width 40 in 16-wide tiles (SDFSRN_TRITON_HT=16: three tiles, the last one masked), the weight tiles of
+    each output tile loaded together (GROUP 1, bfloat16/float16 on CUDA) or one at a time (0, tf32 on CUDA): the
+    reference's float64 results either way. (The other tests' widths fit in one tile.)"""
+    monkeypatch.setenv("SDFSRN_TRITON_HT", "16")
+    monkeypatch.setenv("SDFSRN_TRITON_GROUP", group)
+    from sdfsrn_fast.backends.triton import kernel_config
+
+    assert kernel_config(40, 0)["NT"] == 3 and kernel_config(40, 0)["GROUP"] == (group == "1")
+    dec, rays, z, weight, S = case(40, S=6)
+    sil_r, g_r = run("reference", dec, z, rays, S, weight)
+    sil_t, g_t = run("triton", dec, z, rays, S, weight)
+    torch.testing.assert_close(sil_t, sil_r, rtol=0, atol=1e-13)
+    for a, b in zip(g_t, g_r):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@interpreter_only
 def test_gradcheck_float64():
     """gradcheck of the triton op through its registered autograd (softplus: smooth)."""
     from sdfsrn_fast.backends.triton import triton_render
