@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks of the project in one script, for a lent CUDA machine (each step has a time limit, 14 minutes all
-# told and 8.3 for the core part; a failed step does not stop the others):
+# told and 6.5 for the core part; a failed step does not stop the others):
 #   the CUDA tests (tests/test_cuda.py, tests/test_triton.py without the interpreter), the triton backend's host
 #   calls and syncs (bench --host-ops), the render benchmark at the study and large shapes (reference /
 #   torch.compile(reference) / compiled / triton, bfloat16 autocast and tf32), the triton kernels' registers and
@@ -8,7 +8,8 @@
 #   compiled), the triton kernels with their weight tiles loaded one at a time (SDFSRN_TRITON_GROUP=0), and 20
 #   epochs of the study preset in bfloat16 (triton) and float32 (compiled).
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR] [PART]   (OUT_DIR default: $OUT if set, else gpu-check-logs;
-#        PART: all (default), core (tests, host calls, study benchmark, kernel resources, profile),
+#        PART: all (default), core (tests, host calls, study benchmark and the same with
+#        the weight tiles loaded one at a time, profile),
 #        rest, or step names separated by commas; BENCH_BACKENDS: the study benchmark's backends)
 # It needs the machine's own torch and triton and nothing installed: the checkout goes on PYTHONPATH. OUT_DIR gets
 # summary.txt and gpu_check.tgz (every log and JSON file; one archive, so that few files come back).
@@ -20,7 +21,7 @@ log=$(mktemp -d)
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 part=${2:-all}
-core=(tests host_ops bench_study kernel_resources profile)
+core=(tests host_ops bench_study bench_ungrouped_loads profile)
 step() {  # step NAME LIMIT_S COMMAND...: runs it with a time limit, logs it, goes on if it fails
     local name=$1 limit=$2
     shift 2
@@ -44,6 +45,8 @@ step tests 110 $py -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/tes
 step host_ops 60 $py -m sdfsrn_fast.bench --host-ops --shapes study --precisions bf16
 step bench_study 140 $bench --shapes study --modes forward_backward forward --precisions bf16 tf32 \
     --backends ${BENCH_BACKENDS:-triton compiled reference} --json "$log/bench_study.json"
+step bench_ungrouped_loads 40 env SDFSRN_TRITON_GROUP=0 $bench --shapes study --modes forward_backward forward \
+    --precisions bf16 --backends triton --json "$log/bench_ungrouped_loads.json"
 step kernel_resources 150 $py benchmarks/triton_resources.py
 step profile 40 $py benchmarks/gpu_profile.py triton study bf16
 step train_bf16 70 $py -m sdfsrn_fast.study.train --preset study --epochs 20 --eval-every 0 --figures false \
@@ -52,8 +55,6 @@ step bench_large 60 $bench --shapes large --modes forward_backward forward --pre
     --backends triton compiled --json "$log/bench_large.json"
 step bench_forward_block64 40 env SDFSRN_TRITON_BLOCK_M=64 $bench --shapes study --modes forward --precisions bf16 \
     --backends triton --json "$log/bench_forward_block64.json"
-step bench_ungrouped_loads 40 env SDFSRN_TRITON_GROUP=0 $bench --shapes study --modes forward_backward forward \
-    --precisions bf16 --backends triton --json "$log/bench_ungrouped_loads.json"
 step bench_reference_compiled 40 $bench --shapes study --modes forward_backward --precisions bf16 \
     --backends reference_compiled --json "$log/bench_reference_compiled.json"
 step bench_exact32 50 $bench --shapes study --modes forward_backward forward --precisions 32 \
