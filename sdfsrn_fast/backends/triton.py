@@ -538,6 +538,7 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     the same tiles spilled at H = 128 (forward 104-120 B, tf32 backward 40 B) and everything at H = 256 in tf32, so
     above H = 64 the forward takes 32 points and 4 warps in bfloat16/float16 (0 B at H = 128 and 256), and tf32
     16 points, 4 warps and 64-wide tiles (0 B at H = 128; 160 B forward, 120 B backward at 256).
+    Architectures after sm_90 take sm_90's tiles: neither compiled here nor run.
     GROUP: each output tile's weight tiles loaded together (:func:`_layer`), in bfloat16/float16 (and the interpreter);
     not in tf32, whose tiles are twice the bytes (grouped, it spilled 32-192 B at H = 128 on sm_90).
     SDFSRN_TRITON_HT / _BLOCK_M / _WARPS / _STAGES / _GROUP (0 or 1) override, for such experiments."""
