@@ -20,12 +20,14 @@ def _grads(decoder, z, rays, S, weight, backend, grad_eps=0.0):
     return sil, torch.autograd.grad((sil * weight).sum(), [z, *decoder.parameters()])
 
 
-@pytest.mark.parametrize("backend", ["compiled"])
+@pytest.mark.parametrize("backend", ["compiled", "triton"])
 @pytest.mark.parametrize("grad_eps", [0.0, 1e-4])
 def test_cuda_matches_float64_reference(backend, grad_eps):
-    """Silhouettes and gradients on the GPU in float32 within the float32 reference's own error (x4, plus the
-    round-off of one float32 sum) of the float64 CPU reference; grad_eps 1e-4 within 1e-3 relative."""
+    """Silhouettes and gradients on the GPU in exact float32 (``"highest"``; the triton backend's bfloat16 screen and
+    float32 refinement) within the float32 reference's own error (x4, plus the round-off of one float32 sum) of the
+    float64 CPU reference; grad_eps 1e-4 within 1e-3 relative."""
     assert backend in available_backends()
+    assert torch.get_float32_matmul_precision() == "highest"
     dec64 = small_decoder(latent_dim=8, hidden_dim=32, dtype=torch.float64, seed=1)
     dec32 = small_decoder(latent_dim=8, hidden_dim=32, dtype=torch.float32, seed=1).cuda()
     rays64 = make_rays(batch=3, height=17, width=19, dtype=torch.float64, seed=2)
