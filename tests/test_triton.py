@@ -80,16 +80,17 @@ def test_float64_matches_reference(hidden, activation, jitter):
 
 
 @interpreter_only
-@pytest.mark.parametrize("group", ["1", "0"])
-def test_several_hidden_tiles(monkeypatch, group):
-    """Hidden width 40 in 16-wide tiles (SDFSRN_TRITON_HT=16: three tiles, the last one masked), the weight tiles of
-    each output tile loaded together (GROUP 1, bfloat16/float16 on CUDA) or one at a time (0, tf32 on CUDA): the
-    reference's float64 results either way. (The other tests' widths fit in one tile.)"""
+@pytest.mark.parametrize("loads", ["0", "1", "2"])
+def test_several_hidden_tiles(monkeypatch, loads):
+    """Hidden width 40 in 16-wide tiles (SDFSRN_TRITON_HT=16: three tiles, the last one masked), the weights reaching
+    the dots tile by tile (LOADS 0, tf32 on CUDA), grouped per output tile (1, bfloat16 on sm_80) or as one joined dot
+    per output tile (2, bfloat16 on sm_90; three tiles padded to four): the reference's float64 results each way.
+    (The other tests' widths fit in one tile.)"""
     monkeypatch.setenv("SDFSRN_TRITON_HT", "16")
-    monkeypatch.setenv("SDFSRN_TRITON_GROUP", group)
+    monkeypatch.setenv("SDFSRN_TRITON_LOADS", loads)
     from sdfsrn_fast.backends.triton import kernel_config
 
-    assert kernel_config(40, 0)["NT"] == 3 and kernel_config(40, 0)["GROUP"] == (group == "1")
+    assert kernel_config(40, 0)["NT"] == 3 and kernel_config(40, 0)["LOADS"] == int(loads)
     dec, rays, z, weight, S = case(40, S=6)
     sil_r, g_r = run("reference", dec, z, rays, S, weight)
     sil_t, g_t = run("triton", dec, z, rays, S, weight)

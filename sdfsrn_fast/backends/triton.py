@@ -63,15 +63,16 @@ Block sizes (:func:`kernel_config`, per architecture), chosen with ``python -m s
 (compiled for sm_90 and sm_80 without a GPU, as a launch specializes them, registers and spills read off the
 cubins; table in docs/performance.md): no kernel spills at H <= 128 on either. sm_90: bfloat16/float16 forward 128
 points a tile (2 rays x 64 samples at S = 64), backward 32 points, 64-wide hidden tiles, 8 warps (HGMMA in the
-forward, HMMA in the backward); 232 B (forward) and 64 B (backward) of spill at H = 256. tf32: 32-wide hidden
+forward, HMMA in the backward); 120 B (forward) and 96 B (backward) of spill at H = 256. tf32: 32-wide hidden
 tiles and 64 points (the forward above H = 64: bfloat16's tiles), 8 warps; at H = 256 it spills 752 B (forward) and
 1064 B (backward), and ``backend="auto"`` leaves tf32 at H > 128 to the compiled backend. sm_80 (mma.sync: both
 operands in registers) takes smaller tiles above H = 64: forward 32 points and 4 warps (bfloat16/float16; 0 B
 forward, 16-32 B backward at H = 256), tf32 16 points and 4 warps (160 B forward, 120 B backward at H = 256). In
-bfloat16/float16 each output tile's weight tiles are loaded together before its dots (:func:`_layer`: one load
-latency per output tile instead of one per weight tile). IEEE float32/float64 dots are not compiled for CUDA (FMA
-loops that spilled everything at H = 128): float64 is the compiled backend's there, exact float32 the screen above,
-and ``backend="auto"`` takes the compiled backend for both until the screen is timed on a GPU.
+bfloat16/float16 each output tile's weights arrive in one load before its dots (:func:`_layer`: on sm_90 the
+hidden tiles joined into one dot per output tile, on sm_80 the weight loads grouped), not one tile at a time.
+IEEE float32/float64 dots are not compiled for CUDA (FMA loops that spilled everything at H = 128): float64 is the
+compiled backend's there, exact float32 the screen above, and ``backend="auto"`` takes the compiled backend for
+both until the screen is timed on a GPU.
 
 Measured on an NVIDIA H200 (torch 2.11.0+cu130, triton 3.6.0, 2026-11-28; docs/performance.md has the tables and
 commands): study shape, bfloat16, forward 2.7-3.2 ms against the compiled backend's 8.3 ms (11-14% of the 781 TFLOP/s
@@ -192,27 +193,56 @@ if triton is not None:
         return w
 
     @triton.jit
+    def _cat(h, NT: tl.constexpr):
+        """The NT [M, HT] tiles of h side by side: [M, NT HT] (NT 1, 2 or 4)."""
+        if NT == 1:
+            out = h[0]
+        elif NT == 2:
+            t = tl.permute(tl.join(h[0], h[1]), (0, 2, 1))
+            out = tl.reshape(t, (t.shape[0], 2 * t.shape[2]))
+        else:
+            h3 = h[3] if NT == 4 else tl.zeros_like(h[0])  # NT 3: a zero tile (the weight block is zero there too)
+            t = tl.permute(tl.join(tl.join(h[0], h[1]), tl.join(h[2], h3)), (0, 3, 2, 1))
+            out = tl.reshape(t, (t.shape[0], 4 * t.shape[3]))
+        return out
+
+    @triton.jit
+    def _weight_block(W, j, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr, TRANSPOSE: tl.constexpr):
+        """Rows [0, NT HT) of column block j of W (TRANSPOSE) or W^T, zero past H: [NT HT, HT]."""
+        rk = tl.arange(0, (4 if NT == 3 else NT) * HT)
+        out_c = j * HT + tl.arange(0, HT)
+        if TRANSPOSE:
+            ptr = W + rk[:, None] * H + out_c[None, :]
+        else:
+            ptr = W + out_c[None, :] * H + rk[:, None]
+        return tl.load(ptr, mask=(rk[:, None] < H) & (out_c[None, :] < H), other=0.0)
+
+    @triton.jit
     def _layer(h, W, j, ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, HT: tl.constexpr,
-               NT: tl.constexpr, H: tl.constexpr, TRANSPOSE: tl.constexpr, GROUP: tl.constexpr):
+               NT: tl.constexpr, H: tl.constexpr, TRANSPOSE: tl.constexpr, LOADS: tl.constexpr):
         """Output tile j [BLOCK_M, HT] of ``h @ W^T`` (TRANSPOSE False; forward) or ``h @ W`` (True; backward),
         W [H, H] row-major, h a tuple of NT input tiles already in the dot's precision (zero-padded past H).
 
-        GROUP: the NT weight tiles of the output tile are loaded together before its NT dots. Tile by tile (GROUP
-        False), the compiled code loads a tile, stores it to shared memory, runs its dot and waits, NT times in turn:
-        each load's latency from L2 (hundreds of cycles) sits before a dot of about 256 cycles (sm_90 SASS, H = 256,
-        ``--gpu-compile``); grouped, one latency is paid per output tile instead of NT (spill at H = 256 on sm_90
-        bfloat16: forward 232 B against 224, backward 64 against 80; shared memory NT tiles instead of one)."""
+        LOADS, how the weights reach the dots (sm_90 SASS of the H = 256 forward, ``--gpu-compile``): 0, tile by tile:
+        load a tile, store it to shared memory, run its dot, wait, NT times in turn, each load's latency from L2
+        (hundreds of cycles) before a dot of about 256 cycles; 1, grouped: the NT tiles loaded first, then NT dots,
+        each still waited for; 2, joined: h side by side as one [BLOCK_M, NT HT] operand (NT <= 4) and one dot with
+        the [NT HT, HT] weight block: one load latency and one wait per output tile. Spill at H = 256 on sm_90 in
+        bfloat16, forward / backward: 224 / 80 B, 232 / 64 B, 120 / 96 B. :func:`kernel_config` picks."""
         acc = tl.zeros([BLOCK_M, HT], dtype=ACC)
-        ws = ()
-        if GROUP:
+        if LOADS == 2:
+            acc = _dot(_cat(h, NT), _operand(_weight_block(W, j, HT, NT, H, TRANSPOSE), DOT), acc, DOT)
+        else:
+            ws = ()
+            if LOADS == 1:
+                for i in tl.static_range(NT):
+                    ws = ws + (_operand(_weight_tile(W, i, j, HT, H, TRANSPOSE), DOT),)
             for i in tl.static_range(NT):
-                ws = ws + (_operand(_weight_tile(W, i, j, HT, H, TRANSPOSE), DOT),)
-        for i in tl.static_range(NT):
-            if GROUP:
-                w = ws[i]
-            else:
-                w = _operand(_weight_tile(W, i, j, HT, H, TRANSPOSE), DOT)
-            acc = _dot(h[i], w, acc, DOT)
+                if LOADS == 1:
+                    w = ws[i]
+                else:
+                    w = _operand(_weight_tile(W, i, j, HT, H, TRANSPOSE), DOT)
+                acc = _dot(h[i], w, acc, DOT)
         return acc
 
     @triton.jit
@@ -238,7 +268,7 @@ if triton is not None:
     def _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, ACT: tl.constexpr, BETA,
                        ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, HT: tl.constexpr,
                        NT: tl.constexpr, H: tl.constexpr, STORE: tl.constexpr, H0, H1, H2, first, end,
-                       LD: tl.constexpr, GROUP: tl.constexpr):
+                       LD: tl.constexpr, LOADS: tl.constexpr):
         """The first three hidden layers at BLOCK_M points; returns h2 (a tuple of NT [BLOCK_M, HT] dot operands; the
         last layer is :func:`_layer3`'s, tile by tile). h0, h1 live only until the next layer has used them;
         with STORE (the backward) each is written to rows [first, end) of H0..H2 [n, H] (row stride LD) right away."""
@@ -253,13 +283,13 @@ if triton is not None:
             _store_tiles(H0, first, end, h0, BLOCK_M, HT, NT, H, LD)
         h1 = ()
         for j in tl.static_range(NT):
-            a = _layer(h0, W1, j, ACC, DOT, BLOCK_M, HT, NT, H, False, GROUP) + _bias(B1, j * HT + r, H)
+            a = _layer(h0, W1, j, ACC, DOT, BLOCK_M, HT, NT, H, False, LOADS) + _bias(B1, j * HT + r, H)
             h1 = h1 + (_operand(_act(a, ACT, BETA), DOT),)
         if STORE:
             _store_tiles(H1, first, end, h1, BLOCK_M, HT, NT, H, LD)
         h2 = ()
         for j in tl.static_range(NT):
-            a = (_layer(h1, W2H, j, ACC, DOT, BLOCK_M, HT, NT, H, False, GROUP)
+            a = (_layer(h1, W2H, j, ACC, DOT, BLOCK_M, HT, NT, H, False, LOADS)
                  + _share(C2, W2P, b, px, py, pz, j * HT + r, H))
             h2 = h2 + (_operand(_act(a, ACT, BETA), DOT),)
         if STORE:
@@ -268,9 +298,9 @@ if triton is not None:
 
     @triton.jit
     def _layer3(h2, W3, B3, j, ACT: tl.constexpr, BETA, ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr,
-                HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr, GROUP: tl.constexpr):
+                HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr, LOADS: tl.constexpr):
         """Tile j of h3 (accumulator dtype)."""
-        a = _layer(h2, W3, j, ACC, DOT, BLOCK_M, HT, NT, H, False, GROUP) + _bias(B3, j * HT + tl.arange(0, HT), H)
+        a = _layer(h2, W3, j, ACC, DOT, BLOCK_M, HT, NT, H, False, LOADS) + _bias(B3, j * HT + tl.arange(0, HT), H)
         return _act(a, ACT, BETA)
 
     @triton.jit
@@ -281,7 +311,7 @@ if triton is not None:
         R, S, inv_tau_min, tau_min_over_tau, BETA,
         ACT: tl.constexpr, HAS_JIT: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr,
         BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr,
-        GROUP: tl.constexpr,
+        LOADS: tl.constexpr,
     ):
         """Program ``pid = b cdiv(R, BLOCK_R) + j`` takes rays ``[j BLOCK_R, (j + 1) BLOCK_R)`` of shape ``b``: no
         table of valid rays, hence no ``nonzero`` and no sync on the host. A program whose rays are all invalid
@@ -327,11 +357,11 @@ if triton is not None:
             t = near + kf * step  # as sample_points_at: near + k (far - near) / S
             px, py, pz = ox + t * dx, oy + t * dy, oz + t * dz
             h2 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, ACT, BETA, ACC, DOT, BLOCK_M,
-                                HT, NT, H, False, SDF, SDF, SDF, 0, 0, H, GROUP)
+                                HT, NT, H, False, SDF, SDF, SDF, 0, 0, H, LOADS)
             sdf = tl.zeros([BLOCK_M], dtype=ACC) + b4
             for j in tl.static_range(NT):  # h3 tile by tile into the output layer: one float32 tile live at a time
                 w4 = tl.load(W4 + j * HT + r, mask=j * HT + r < H, other=0.0).to(ACC)
-                h3 = _layer3(h2, W3, B3, j, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, GROUP)
+                h3 = _layer3(h2, W3, B3, j, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, LOADS)
                 sdf += tl.sum(h3 * w4[None, :], axis=1)
             tl.store(SDF + ray * S + k, tl.where(ok, sdf, 0.0).to(SDF.dtype.element_ty), mask=in_range & (k < S))
             x = tl.reshape(tl.where(ok, -sdf * inv_tau_min, float("-inf")), [BLOCK_R, BLOCK_S])
@@ -350,7 +380,7 @@ if triton is not None:
     @triton.jit
     def _backprop(d, W, HBUF, first, end, ACT: tl.constexpr, BETA, ACC: tl.constexpr, DOT: tl.constexpr,
                   BLOCK_M: tl.constexpr, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr, LD: tl.constexpr,
-                  GROUP: tl.constexpr):
+                  LOADS: tl.constexpr):
         """``(d @ W) * act'(h)`` tile by tile (d: tuple of dot operands; h read back from the activations this
         program stored in rows [first, end) of HBUF, row stride LD): the pre-activation gradient of the layer
         below, as dot operands. (Reading d back from global memory tile by tile instead spilled more: 112 B against
@@ -363,7 +393,7 @@ if triton is not None:
             cols = j * HT + r
             h = tl.load(HBUF + rows[:, None] * LD + cols[None, :], mask=(rows < end)[:, None] & (cols[None, :] < H),
                         other=0.0)
-            a = _layer(d, W, j, ACC, DOT, BLOCK_M, HT, NT, H, True, GROUP) * _act_grad(h.to(ACC), ACT, BETA)
+            a = _layer(d, W, j, ACC, DOT, BLOCK_M, HT, NT, H, True, LOADS) * _act_grad(h.to(ACC), ACT, BETA)
             out = out + (_operand(a, DOT),)
         return out
 
@@ -377,7 +407,7 @@ if triton is not None:
         S, BETA,
         HAS_JIT: tl.constexpr, ACT: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr,
         BLOCK_B: tl.constexpr, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr,
-        LD: tl.constexpr, GROUP: tl.constexpr,
+        LD: tl.constexpr, LOADS: tl.constexpr,
     ):
         """Program ``pid`` takes up to BLOCK_M kept samples of one shape: the shapes' program ranges are prefix
         sums of ``cdiv(samples of the shape, BLOCK_M)``, computed here from SHAPE_START, so the host builds no
@@ -422,10 +452,10 @@ if triton is not None:
         tl.store(AT + rows[:, None] * KA + ca, tl.where(ca == b, 1.0, 0.0).to(AT.dtype.element_ty),
                  mask=ok[:, None] & (ca < NB))
         h2 = _decoder_tiles(bs, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, ACT, BETA, ACC, DOT, BLOCK_M, HT,
-                            NT, H, True, H0, H1, H2, first, end, LD, GROUP)
+                            NT, H, True, H0, H1, H2, first, end, LD, LOADS)
         h3 = ()
         for j in tl.static_range(NT):
-            h3 = h3 + (_layer3(h2, W3, B3, j, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, GROUP),)
+            h3 = h3 + (_layer3(h2, W3, B3, j, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, LOADS),)
         _store_tiles(H3, first, end, h3, BLOCK_M, HT, NT, H, LD)
         r = tl.arange(0, HT)
         d3 = ()
@@ -434,11 +464,11 @@ if triton is not None:
             d3 = d3 + (_operand(g[:, None] * w4[None, :] * _act_grad(h3[j], ACT, BETA), DOT),)
         _store_tiles(D3, first, end, d3, BLOCK_M, HT, NT, H, LD)
         tl.debug_barrier()  # this program's h tiles, stored above, are read back by other threads below
-        d2 = _backprop(d3, W3, H2, first, end, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, LD, GROUP)
+        d2 = _backprop(d3, W3, H2, first, end, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, LD, LOADS)
         _store_tiles(D2, first, end, d2, BLOCK_M, HT, NT, H, LD)
-        d1 = _backprop(d2, W2H, H1, first, end, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, LD, GROUP)
+        d1 = _backprop(d2, W2H, H1, first, end, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, LD, LOADS)
         _store_tiles(D1, first, end, d1, BLOCK_M, HT, NT, H, LD)
-        d0 = _backprop(d1, W1, H0, first, end, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, LD, GROUP)
+        d0 = _backprop(d1, W1, H0, first, end, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, LD, LOADS)
         _store_tiles(D0, first, end, d0, BLOCK_M, HT, NT, H, LD)
 
     @triton.jit
@@ -539,9 +569,11 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     above H = 64 the forward takes 32 points and 4 warps in bfloat16/float16 (0 B at H = 128 and 256), and tf32
     16 points, 4 warps and 64-wide tiles (0 B at H = 128; 160 B forward, 120 B backward at 256).
     Architectures after sm_90 take sm_90's tiles: neither compiled here nor run.
-    GROUP: each output tile's weight tiles loaded together (:func:`_layer`), in bfloat16/float16 (and the interpreter);
-    not in tf32, whose tiles are twice the bytes (grouped, it spilled 32-192 B at H = 128 on sm_90).
-    SDFSRN_TRITON_HT / _BLOCK_M / _WARPS / _STAGES / _GROUP (0 or 1) override, for such experiments."""
+    LOADS (:func:`_layer`): bfloat16/float16 join the hidden tiles into one dot per output tile on sm_90 (and in the
+    interpreter; 120 B of spill at H = 256 against 224 tile by tile) and group the weight loads on sm_80 (joined,
+    its forward spilled 16 B at H = 128 and 1264 B at 256; grouped 0 B); tf32 loads tile by tile (grouped or joined
+    it spilled at H = 128: its tiles are twice the bytes). Joining takes at most 4 hidden tiles, grouping beyond.
+    SDFSRN_TRITON_HT / _BLOCK_M / _WARPS / _STAGES / _LOADS (0, 1, 2) override, for such experiments."""
     wide = 32 if dot == 1 and hidden <= 128 else 64  # tf32 at 256: 32-wide tiles took minutes to compile
     block_m = (128 if kernel == "forward" else 32) if dot in (2, 3) else 64
     warps = 8
@@ -557,10 +589,14 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     ht = int(env("SDFSRN_TRITON_HT", ht))
     block_m = int(env("SDFSRN_TRITON_BLOCK_M", block_m))
     block_s = min(block_m, max(16, _pow2(num_samples)))
-    group = env("SDFSRN_TRITON_GROUP", "0" if dot == 1 else "1") == "1"
-    return dict(HT=ht, NT=_cdiv(hidden, ht), H=hidden, BLOCK_M=block_m, BLOCK_S=block_s,
+    nt = _cdiv(hidden, ht)
+    loads = 0 if dot == 1 else (2 if arch >= 90 else 1)
+    loads = int(env("SDFSRN_TRITON_LOADS", loads))
+    if loads == 2 and nt > 4:
+        loads = 1
+    return dict(HT=ht, NT=nt, H=hidden, BLOCK_M=block_m, BLOCK_S=block_s,
                 BLOCK_R=block_m // block_s, num_warps=int(env("SDFSRN_TRITON_WARPS", warps)),
-                num_stages=int(env("SDFSRN_TRITON_STAGES", "1")), GROUP=group)
+                num_stages=int(env("SDFSRN_TRITON_STAGES", "1")), LOADS=loads)
 
 
 _ARCH: dict = {}
@@ -659,7 +695,7 @@ def _forward_kernel(z, origins, directions, near, far, valid, jitter, weights, n
             w["C0"], w["C2"], w["W0P"], w["W2P"], w["W1"], w["B1"], w["W2H"], w["W3"], w["B3"], w["W4"], w["B4"],
             sdf, lse, sil, R, S, 1.0 / tau_min, tau_min / tau, float(beta),
             ACT=0 if activation == "relu" else 1, HAS_JIT=jitter is not None, ACC=acc, DOT=dot,
-            BLOCK_R=cfg["BLOCK_R"], BLOCK_S=cfg["BLOCK_S"], HT=cfg["HT"], NT=cfg["NT"], H=H, GROUP=cfg["GROUP"],
+            BLOCK_R=cfg["BLOCK_R"], BLOCK_S=cfg["BLOCK_S"], HT=cfg["HT"], NT=cfg["NT"], H=H, LOADS=cfg["LOADS"],
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return sil.view(B, R), sdf.view(B, R, S), lse.view(B, R)
 
@@ -719,7 +755,7 @@ def triton_backward(grad_sil, sil, sdf, lse, z, origins, directions, near, far, 
             *col, at, B + 4, S, float(beta),
             HAS_JIT=jitter is not None, ACT=0 if activation == "relu" else 1, ACC=acc, DOT=dot,
             BLOCK_M=cfg["BLOCK_M"], BLOCK_B=_pow2(max(B, 2)), HT=cfg["HT"], NT=cfg["NT"], H=H,
-            LD=8 * H, GROUP=cfg["GROUP"],
+            LD=8 * H, LOADS=cfg["LOADS"],
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
         sums.append(_mm(at.t(), hd[:, 3 * H :], f))  # [B + 4, 5 H]
         mats.append([_mm(col[3].t(), col[0], f), _mm(col[5].t(), col[1], f), _mm(col[4].t(), col[2], f)])
@@ -762,7 +798,7 @@ def _aot_source(kernel: str, hidden: int, dot: int, arch: int = 90, activation: 
     f32 = "*fp32"  # (the backward as for the study's batch of 4 shapes: BLOCK_B = 4)
     common = dict(C0=f32, C2=f32, W0P=f32, W2P=f32, W1=op, B1=f32, W2H=op, W3=op, B3=f32, W4=f32)
     const = dict(ACT=0 if activation == "relu" else 1, ACC=tl.float32, DOT=dot, HT=cfg["HT"], NT=cfg["NT"], H=hidden,
-                 GROUP=cfg["GROUP"])
+                 LOADS=cfg["LOADS"])
     if kernel == "forward":
         sig = dict(O=f32, D=f32, NEAR=f32, FAR=f32, JIT=f32, VALID="*i1",
                    **common, B4=f32, SDF=f32, LSE=f32, SIL=f32, R="i32", S="i32", inv_tau_min="fp32",
