@@ -63,13 +63,13 @@ Block sizes (:func:`kernel_config`, per architecture), chosen with ``python -m s
 (compiled for sm_90 and sm_80 without a GPU, as a launch specializes them, registers and spills read off the
 cubins; table in docs/performance.md): no kernel spills at H <= 128 on either. sm_90: bfloat16/float16 forward 128
 points a tile (2 rays x 64 samples at S = 64), backward 32 points, 64-wide hidden tiles, 8 warps (HGMMA in the
-forward, HMMA in the backward); 120 B (forward) and 96 B (backward) of spill at H = 256. tf32: 32-wide hidden
+forward, HMMA in the backward); 120 B (forward) and 64 B (backward) of spill at H = 256. tf32: 32-wide hidden
 tiles and 64 points (the forward above H = 64: bfloat16's tiles), 8 warps; at H = 256 it spills 752 B (forward) and
 1064 B (backward), and ``backend="auto"`` leaves tf32 at H > 128 to the compiled backend. sm_80 (mma.sync: both
 operands in registers) takes smaller tiles above H = 64: forward 32 points and 4 warps (bfloat16/float16; 0 B
 forward, 16-32 B backward at H = 256), tf32 16 points and 4 warps (160 B forward, 120 B backward at H = 256). In
-bfloat16/float16 each output tile's weights arrive in one load before its dots (:func:`_layer`: on sm_90 the
-hidden tiles joined into one dot per output tile, on sm_80 the weight loads grouped), not one tile at a time.
+bfloat16/float16 each output tile's weights arrive in one load before its dots (:func:`_layer`: in sm_90's forward
+the hidden tiles joined into one dot per output tile, elsewhere the weight loads grouped), not one tile at a time.
 IEEE float32/float64 dots are not compiled for CUDA (FMA loops that spilled everything at H = 128): float64 is the
 compiled backend's there, exact float32 the screen above, and ``backend="auto"`` takes the compiled backend for
 both until the screen is timed on a GPU.
@@ -569,10 +569,12 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     above H = 64 the forward takes 32 points and 4 warps in bfloat16/float16 (0 B at H = 128 and 256), and tf32
     16 points, 4 warps and 64-wide tiles (0 B at H = 128; 160 B forward, 120 B backward at 256).
     Architectures after sm_90 take sm_90's tiles: neither compiled here nor run.
-    LOADS (:func:`_layer`): bfloat16/float16 join the hidden tiles into one dot per output tile on sm_90 (and in the
-    interpreter; 120 B of spill at H = 256 against 224 tile by tile) and group the weight loads on sm_80 (joined,
-    its forward spilled 16 B at H = 128 and 1264 B at 256; grouped 0 B); tf32 loads tile by tile (grouped or joined
-    it spilled at H = 128: its tiles are twice the bytes). Joining takes at most 4 hidden tiles, grouping beyond.
+    LOADS (:func:`_layer`): in bfloat16/float16 the forward on sm_90 (and in the interpreter) joins the hidden tiles
+    into one dot per output tile (wgmma: one wait per output tile; 120 B of spill at H = 256 against 224 tile by
+    tile); the backward (mma.sync on 32 points, no wgmma to wait for) and sm_80 group the weight loads (joined, sm_80's
+    forward spilled 16 B at H = 128 and 1264 B at 256, grouped 0 B; sm_90's backward 96 B at 256, grouped 64 B);
+    tf32 loads tile by tile (grouped or joined it spilled at H = 128: its tiles are twice the bytes). Joining takes at
+    most 4 hidden tiles, grouping beyond.
     SDFSRN_TRITON_HT / _BLOCK_M / _WARPS / _STAGES / _LOADS (0, 1, 2) override, for such experiments."""
     wide = 32 if dot == 1 and hidden <= 128 else 64  # tf32 at 256: 32-wide tiles took minutes to compile
     block_m = (128 if kernel == "forward" else 32) if dot in (2, 3) else 64
@@ -590,7 +592,7 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     block_m = int(env("SDFSRN_TRITON_BLOCK_M", block_m))
     block_s = min(block_m, max(16, _pow2(num_samples)))
     nt = _cdiv(hidden, ht)
-    loads = 0 if dot == 1 else (2 if arch >= 90 else 1)
+    loads = 0 if dot == 1 else (2 if arch >= 90 and kernel == "forward" else 1)
     loads = int(env("SDFSRN_TRITON_LOADS", loads))
     if loads == 2 and nt > 4:
         loads = 1
