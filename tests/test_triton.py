@@ -71,7 +71,6 @@ SOFT = dict(tau=0.05, tau_min=0.02)
 
 
 def assert_informative(sil, valid):
-    assert bool(valid.any()) and not bool(valid.all())
     s = sil.detach()[valid]
     assert bool(((s > 0.01) & (s < 0.99)).any()), "every silhouette saturated: the case tests little"
 
@@ -87,6 +86,7 @@ def test_float64_matches_reference(hidden, activation, jitter):
     sil_r, g_r = run("reference", dec, z, rays, S, weight, jitter=jit, **SOFT)
     sil_t, g_t = run("triton", dec, z, rays, S, weight, jitter=jit, **SOFT)
     assert_informative(sil_r, rays[4])
+    assert not bool(rays[4].all())  # some rays miss the sphere
     torch.testing.assert_close(sil_t, sil_r, rtol=0, atol=1e-13)  # float64 round-off over <= 24-term sums
     for a, b in zip(g_t, g_r):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
@@ -181,9 +181,11 @@ def test_bfloat16_against_float64_reference():
 @interpreter_only
 @pytest.mark.parametrize("num_rays,S", [(1, 1), (13, 37)])
 def test_awkward_sizes(num_rays, S):
-    dec, rays, z, weight, _ = case(16, batch=2, height=1, width=num_rays, fov=0.6)
-    sil_r, g_r = run("reference", dec, z, rays, S, weight)
-    sil_t, g_t = run("triton", dec, z, rays, S, weight)
+    dec, rays, z, weight, _ = case(16, batch=2, height=1 if num_rays == 1 else 3, width=num_rays, fov=0.6, fit=True)
+    sil_r, g_r = run("reference", dec, z, rays, S, weight, **SOFT)
+    sil_t, g_t = run("triton", dec, z, rays, S, weight, **SOFT)
+    if num_rays > 1:
+        assert_informative(sil_r, rays[4])
     torch.testing.assert_close(sil_t, sil_r, rtol=0, atol=1e-13)
     for a, b in zip(g_t, g_r):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
