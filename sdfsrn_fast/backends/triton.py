@@ -177,20 +177,26 @@ if triton is not None:
         return share + px[:, None] * wx[None, :] + py[:, None] * wy[None, :] + pz[:, None] * wz[None, :]
 
     @triton.jit
-    def _weight_tile(W, i, j, HT: tl.constexpr, H: tl.constexpr, TRANSPOSE: tl.constexpr):
-        """Tile [i, j] [HT, HT] of W (TRANSPOSE) or of W^T (W[out, in] read as [in i, out j]), zero past H."""
-        r = tl.arange(0, HT)
-        in_r = i * HT + r
-        out_c = j * HT + r
+    def _weights(W, k0, K: tl.constexpr, j, HT: tl.constexpr, H: tl.constexpr, TRANSPOSE: tl.constexpr,
+                 MASK: tl.constexpr):
+        """Rows [k0, k0 + K) of column block j (HT wide) of W (TRANSPOSE) or of W^T (W[out, in] read as [in, out]):
+        [K, HT], zero past H (MASK: whether rows or columns may pass H)."""
+        in_r = k0 + tl.arange(0, K)
+        out_c = j * HT + tl.arange(0, HT)
         if TRANSPOSE:
             ptr = W + in_r[:, None] * H + out_c[None, :]
         else:
             ptr = W + out_c[None, :] * H + in_r[:, None]
-        if H % HT == 0:
-            w = tl.load(ptr)
-        else:
+        if MASK:
             w = tl.load(ptr, mask=(in_r[:, None] < H) & (out_c[None, :] < H), other=0.0)
+        else:
+            w = tl.load(ptr)
         return w
+
+    @triton.jit
+    def _weight_tile(W, i, j, HT: tl.constexpr, H: tl.constexpr, TRANSPOSE: tl.constexpr):
+        """Tile [i, j] [HT, HT] of W (TRANSPOSE) or of W^T."""
+        return _weights(W, i * HT, HT, j, HT, H, TRANSPOSE, H % HT != 0)
 
     @triton.jit
     def _cat(h, NT: tl.constexpr):
@@ -207,17 +213,6 @@ if triton is not None:
         return out
 
     @triton.jit
-    def _weight_block(W, j, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr, TRANSPOSE: tl.constexpr):
-        """Rows [0, NT HT) of column block j of W (TRANSPOSE) or W^T, zero past H: [NT HT, HT]."""
-        rk = tl.arange(0, (4 if NT == 3 else NT) * HT)
-        out_c = j * HT + tl.arange(0, HT)
-        if TRANSPOSE:
-            ptr = W + rk[:, None] * H + out_c[None, :]
-        else:
-            ptr = W + out_c[None, :] * H + rk[:, None]
-        return tl.load(ptr, mask=(rk[:, None] < H) & (out_c[None, :] < H), other=0.0)
-
-    @triton.jit
     def _layer(h, W, j, ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, HT: tl.constexpr,
                NT: tl.constexpr, H: tl.constexpr, TRANSPOSE: tl.constexpr, LOADS: tl.constexpr):
         """Output tile j [BLOCK_M, HT] of ``h @ W^T`` (TRANSPOSE False; forward) or ``h @ W`` (True; backward),
@@ -231,7 +226,8 @@ if triton is not None:
         bfloat16, forward / backward: 224 / 80 B, 232 / 64 B, 120 / 96 B. :func:`kernel_config` picks."""
         acc = tl.zeros([BLOCK_M, HT], dtype=ACC)
         if LOADS == 2:
-            acc = _dot(_cat(h, NT), _operand(_weight_block(W, j, HT, NT, H, TRANSPOSE), DOT), acc, DOT)
+            w = _weights(W, 0, (4 if NT == 3 else NT) * HT, j, HT, H, TRANSPOSE, True)  # as _cat: 3 tiles padded to 4
+            acc = _dot(_cat(h, NT), _operand(w, DOT), acc, DOT)
         else:
             ws = ()
             if LOADS == 1:
@@ -652,15 +648,23 @@ def triton_forward(z, origins, directions, near, far, valid, jitter, weights, nu
                            activation, beta, compute_dtype)
 
 
+def _exact_kernels(device: torch.device):
+    """The compiled backend's chunk kernels, run eagerly, at its chunk size: exact float32's refinement and backward."""
+    from .fused import Kernels, chunk_size, mlp_backward, mlp_forward_gather
+
+    return Kernels(mlp_forward_gather, mlp_backward, chunk_size(device))
+
+
 def _refined(sdf, z, origins, directions, near, far, valid, jitter, weights, S: int, tau: float, tau_min: float,
              activation: str, beta: float):
     """Exact float32 from the kernel's bfloat16 screen ``sdf``: the samples that could move a silhouette by more than
     float32's round-off (those near each ray's soft minimum) recomputed in float32 by the compiled backend's
     algorithm, eagerly (:func:`~sdfsrn_fast.backends.fused.refine_screened`, the compiled backend's screen on CPUs
     with AMX), then each ray's logsumexp and silhouette from the refined values."""
-    from .fused import EAGER, _evaluate, _latent_share, chunk_size, refine_screened, sample_offsets, sample_points_at
+    from .fused import _evaluate, _latent_share, refine_screened, sample_offsets, sample_points_at
 
     B, R = valid.shape
+    kernels = _exact_kernels(z.device)
     c0, c2, kernel_weights = _latent_share(z, *weights)
     v = valid.reshape(-1)
 
@@ -668,7 +672,7 @@ def _refined(sdf, z, origins, directions, near, far, valid, jitter, weights, S: 
         rays, k = sample_offsets(idx, jitter, S, z.dtype)
         p = sample_points_at(origins.reshape(-1, 3)[rays], directions.reshape(-1, 3)[rays], near.reshape(-1)[rays],
                              far.reshape(-1)[rays], k, S)
-        return _evaluate(EAGER.forward, chunk_size(z.device), p, torch.div(rays, R, rounding_mode="floor"),
+        return _evaluate(kernels.forward, kernels.chunk, p, torch.div(rays, R, rounding_mode="floor"),
                          (c0, c2, *kernel_weights), activation, beta, z.dtype)
 
     s = refine_screened(sdf.reshape(-1, S), tau, tau_min, exact_at, rows=v)
@@ -725,12 +729,11 @@ def triton_backward(grad_sil, sil, sdf, lse, z, origins, directions, near, far, 
     matmuls: the three H x H weight gradients ``d_l^T h_{l-1}``, and ``A^T [d1 d3 d2 d0 h3]`` whose rows (the
     kernel's per-sample one-hot of the shape, x, y, z and g) give the latent shares per shape, the xyz columns, dW4
     and (summed over the shapes) the biases at once."""
-    from .fused import Kernels, assemble_grads, chunk_size, fused_backward, mlp_backward, mlp_forward_gather
+    from .fused import assemble_grads, fused_backward
 
     if screens(z.dtype, compute_dtype, z.device):  # exact float32: the compiled backend's backward, run eagerly
-        kernels = Kernels(mlp_forward_gather, mlp_backward, chunk_size(z.device))
-        return fused_backward(kernels, grad_sil, sil, sdf, lse, z, origins, directions, near, far, valid, jitter,
-                              weights, num_samples, tau, tau_min, grad_eps, activation, beta)
+        return fused_backward(_exact_kernels(z.device), grad_sil, sil, sdf, lse, z, origins, directions, near, far,
+                              valid, jitter, weights, num_samples, tau, tau_min, grad_eps, activation, beta)
     B, R, _ = origins.shape
     S, H = num_samples, weights[2].shape[0]
     dot, acc, op_dtype = _precision(z.dtype, compute_dtype, z.device)
