@@ -175,6 +175,8 @@ def _pick_backend(name: str, decoder, args: dict) -> _Backend:
 
 
 def _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter):
+    """Raises a clear error for a bad argument; returns the function that finishes the value checks (NaN, inf, jitter's
+    range: :func:`_value_checks`), to be called once the backend has been handed the work."""
     if not callable(decoder):
         raise TypeError(f"render: `decoder` must be an SDFDecoder or a callable (z, points) -> sdf, got {decoder!r}")
     tensors = {"z": z, "origins": origins, "directions": directions, "near": near, "far": far, "valid": valid}
@@ -232,25 +234,55 @@ def _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples
     if not isinstance(grad_eps, (int, float)) or not 0 <= grad_eps < 1:
         raise ValueError(f"render: `grad_eps` must be in [0, 1), got {grad_eps!r}")
     if torch.compiler.is_compiling():
-        return  # the checks below read tensor values: eager calls only
+        return _NO_CHECK  # the checks below read tensor values: eager calls only
     for name, value in (("tau", tau), ("tau_min", tau_min)):
         v = float(value)
         if not math.isfinite(v) or v <= 0:
             raise ValueError(f"render: `{name}` must be a positive finite number, got {v!r}")
-    # every value check as one flag tensor, read once: one sync with the device instead of one a check, and the
-    # rays checked in one pass (which of them is bad is looked up only when one is)
+    return _value_checks(tensors, jitter)
+
+
+def _NO_CHECK() -> None:
+    pass
+
+
+def _value_checks(tensors: dict, jitter) -> Callable[[], None]:
+    """Starts the checks of the tensors' values and returns the function that raises where one fails.
+
+    Every check is one flag of one tensor, read once (one wait for the device instead of one a check; the rays in one
+    pass, which of them is bad looked up only when one is). On the CPU the flags are read here and the function
+    returned does nothing. On CUDA they are copied to (pinned) host memory without waiting, and the function returned,
+    called once the backend has queued its work, waits for that copy only: the GPU goes on from the checks to the
+    render without an idle gap while the host reads them (where reading them here would leave it idle while the host
+    prepares the launches, every call)."""
     ray_names = ("origins", "directions", "near", "far")
+    z = tensors["z"]
     bad = [torch.isnan(z).any(), ~torch.isfinite(torch.cat([tensors[n].reshape(-1) for n in ray_names])).all()]
     if jitter is not None:
         bad.append(((jitter < -0.5) | (jitter >= 0.5)).any())
-    bad = torch.stack(bad).tolist()
-    if bad[0]:
-        raise ValueError("render: `z` contains NaN")
-    if bad[1]:
-        name = next(n for n in ray_names if not torch.isfinite(tensors[n]).all())
-        raise ValueError(f"render: `{name}` contains NaN or inf")
-    if jitter is not None and bad[2]:
-        raise ValueError("render: `jitter` must lie in [-0.5, 0.5)")
+    flags = torch.stack(bad)
+
+    def raise_bad(bad: list) -> None:
+        if bad[0]:
+            raise ValueError("render: `z` contains NaN")
+        if bad[1]:
+            name = next(n for n in ray_names if not torch.isfinite(tensors[n]).all())
+            raise ValueError(f"render: `{name}` contains NaN or inf")
+        if jitter is not None and bad[2]:
+            raise ValueError("render: `jitter` must lie in [-0.5, 0.5)")
+
+    if flags.device.type != "cuda":
+        raise_bad(flags.tolist())
+        return _NO_CHECK
+    host = flags.to("cpu", non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+
+    def finish() -> None:
+        copied.synchronize()
+        raise_bad(host.tolist())
+
+    return finish
 
 
 def _autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
@@ -313,13 +345,17 @@ def render(
     Returns:
         silhouettes [B, R] in [0, 1], in the rays' dtype, on their device.
     """
-    _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter)
+    checked = _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps,
+                            jitter)
     compute_dtype = _autocast_dtype(z.device) if origins.dtype == torch.float32 else None
     z = z.to(origins.dtype)  # a copy if z came in autocast's dtype; autograd carries the gradient back
     args = dict(z=z, origins=origins, directions=directions, near=near, far=far, jitter=jitter)
     b = _pick_backend(backend, decoder, args)
     if b.name == "reference":
-        return b.run(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter,
-                     compute_dtype)
-    return b.run(decoder, z, origins, directions, near, far, valid, num_samples, _as_tensor(tau), _as_tensor(tau_min),
-                 float(grad_eps), jitter, compute_dtype)
+        sil = b.run(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter,
+                    compute_dtype)
+    else:
+        sil = b.run(decoder, z, origins, directions, near, far, valid, num_samples, _as_tensor(tau),
+                    _as_tensor(tau_min), float(grad_eps), jitter, compute_dtype)
+    checked()  # on CUDA the value checks are read once the render is queued (see _value_checks)
+    return sil
