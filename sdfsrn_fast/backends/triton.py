@@ -706,17 +706,21 @@ def _forward_kernel(z, origins, directions, near, far, valid, jitter, weights, n
     return sil.view(B, R), sdf.view(B, R, S), lse.view(B, R)
 
 
-_MM_OUT_DTYPE = [True]  # whether this torch's CUDA mm takes out_dtype (found out on the first call)
+_OUT_DTYPE = {}  # per matmul: whether this torch's CUDA version takes out_dtype (found out on its first call)
 
 
-def _mm(a, b, f):
-    """``a @ b`` in ``f`` (cuBLAS on a GPU) for operands in the kernels' dot dtype (strided views welcome)."""
-    if a.dtype != f and a.is_cuda and _MM_OUT_DTYPE[0]:
+def _mm(a, b, f, acc=None):
+    """``acc + a @ b`` (``acc`` None: ``a @ b``) in ``f`` for operands in the kernels' dot dtype (strided views
+    welcome), 2-D or batched 3-D: one cuBLAS call on a GPU."""
+    op = (torch.baddbmm if acc is not None else torch.bmm) if a.dim() == 3 else (
+        torch.addmm if acc is not None else torch.mm)
+    if a.dtype != f and a.is_cuda and _OUT_DTYPE.get(op, True):
         try:  # bfloat16/float16 operands, float32 output (torch >= 2.8 on CUDA): no conversion pass
-            return torch.mm(a, b, out_dtype=f)
+            return op(a, b, out_dtype=f) if acc is None else op(acc, a, b, out_dtype=f)
         except (RuntimeError, TypeError):
-            _MM_OUT_DTYPE[0] = False
-    return a.to(f) @ b.to(f)
+            _OUT_DTYPE[op] = False
+    a, b = a.to(f), b.to(f)
+    return op(a, b) if acc is None else op(acc, a, b)
 
 
 @torch.no_grad()
@@ -725,10 +729,11 @@ def triton_backward(grad_sil, sil, sdf, lse, z, origins, directions, near, far, 
                     compute_dtype=None) -> list:
     """Gradients ``[dz, dW0, db0, ..., dW4, db4]`` as :func:`~sdfsrn_fast.backends.fused.fused_backward`.
 
-    Host work: the kept samples (one ``nonzero``, the only sync), then per chunk of them one kernel launch and four
-    matmuls: the three H x H weight gradients ``d_l^T h_{l-1}``, and ``A^T [d1 d3 d2 d0 h3]`` whose rows (the
-    kernel's per-sample one-hot of the shape, x, y, z and g) give the latent shares per shape, the xyz columns, dW4
-    and (summed over the shapes) the biases at once."""
+    Host work: the kept samples (one ``nonzero``, the only sync), then per chunk of them one kernel launch and two
+    matmuls, each accumulating over the chunks: the three H x H weight gradients ``d_l^T h_{l-1}`` as one batch
+    (the buffer's column blocks are ordered so that the three pairs are equally strided), and ``A^T [d1 d3 d2 d0 h3]``
+    whose rows (the kernel's per-sample one-hot of the shape, x, y, z and g) give the latent shares per shape, the
+    xyz columns, dW4 and (summed over the shapes) the biases at once."""
     from .fused import assemble_grads, fused_backward
 
     if screens(z.dtype, compute_dtype, z.device):  # exact float32: the compiled backend's backward, run eagerly
@@ -746,25 +751,29 @@ def triton_backward(grad_sil, sil, sdf, lse, z, origins, directions, near, far, 
     bounds = torch.arange(0, (B + 1) * R * S, R * S, device=z.device)  # the first sample index of each shape
     o, d, nr, fr = origins.contiguous(), directions.contiguous(), near.contiguous(), far.contiguous()
     chunk = _backward_chunk()
-    sums, mats = [], []
+    per = mats = None
     for start in range(0, max(n, 1), chunk):
         ii, gg = idx[start : start + chunk], g[start : start + chunk]
         m = ii.numel()
-        hd = torch.empty(m, 8 * H, dtype=op_dtype, device=z.device)  # per sample: h0 h1 h2 d1 d3 d2 d0 h3
+        hd = torch.empty(m, 8 * H, dtype=op_dtype, device=z.device)  # per sample: h0 h2 h1 d1 d3 d2 d0 h3
         at = torch.empty(m, B + 4, dtype=op_dtype, device=z.device)
         col = [hd[:, i * H : (i + 1) * H] for i in range(8)]
         LAUNCHED[("backward", H, dot)] = _render_bwd_kernel[(_cdiv(m, cfg["BLOCK_M"]) + B,)](
             o, d, nr, fr, jitter.contiguous() if jitter is not None else nr, ii, gg,
             torch.searchsorted(ii, bounds), B,
             w["C0"], w["C2"], w["W0P"], w["W2P"], w["W1"], w["B1"], w["W2H"], w["W3"], w["B3"], w["W4"],
-            *col, at, B + 4, S, float(beta),
+            col[0], col[2], col[1], *col[3:], at, B + 4, S, float(beta),
             HAS_JIT=jitter is not None, ACT=0 if activation == "relu" else 1, ACC=acc, DOT=dot,
             BLOCK_M=cfg["BLOCK_M"], BLOCK_B=_pow2(max(B, 2)), HT=cfg["HT"], NT=cfg["NT"], H=H,
             LD=8 * H, LOADS=cfg["LOADS"],
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-        sums.append(_mm(at.t(), hd[:, 3 * H :], f))  # [B + 4, 5 H]
-        mats.append([_mm(col[3].t(), col[0], f), _mm(col[5].t(), col[1], f), _mm(col[4].t(), col[2], f)])
-    per, (dW1, dW2h, dW3) = (sums[0], mats[0]) if len(sums) == 1 else (sum(sums), map(sum, zip(*mats)))
+        # two matmuls a chunk, accumulated over the chunks: [d1 d3 d2]^T [h0 h2 h1] as one batch of three (the
+        # weight gradients of layers 1, 3, 2), and A^T [d1 d3 d2 d0 h3]
+        ds_t = hd[:, 3 * H : 6 * H].view(m, 3, H).permute(1, 2, 0)  # [3, H, m]
+        hs = hd[:, : 3 * H].view(m, 3, H).permute(1, 0, 2)  # [3, m, H]
+        mats = _mm(ds_t, hs, f, mats)  # [3, H, H]
+        per = _mm(at.t(), hd[:, 3 * H :], f, per)  # [B + 4, 5 H]
+    dW1, dW3, dW2h = mats[0], mats[1].clone(), mats[2]  # a custom op's outputs may not alias one another
     # per's columns: d1 | d3 | d2 | d0 | h3 summed with the rows' weights: shape b's one-hot (b < B), x, y, z, g
     dc2, dc0 = per[:B, 2 * H : 3 * H], per[:B, 3 * H : 4 * H]
     xyz = per[B : B + 3]
