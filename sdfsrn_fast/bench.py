@@ -512,7 +512,7 @@ def print_host_ops(shapes, precisions) -> None:
     print(f"{'shape':<6} {'precision':<9} {'pass':<9} {'aten calls':>10} {'not views':>9} {'syncing':>7} "
           f"{'triton launches':>15}  syncing calls")
     views = ("aten.view.", "aten.t.", "aten.slice.", "aten.select.", "aten.unsqueeze.", "aten.squeeze.",
-             "aten.transpose.", "aten.unbind.", "aten.expand.", "aten.detach.", "aten.alias.", "aten._reshape_alias.")
+             "aten.transpose.", "aten.permute.", "aten.unbind.", "aten.expand.", "aten.detach.", "aten.alias.", "aten._reshape_alias.")
     for shape in shapes:
         for precision in precisions:
             out = host_ops(shape, precision)
