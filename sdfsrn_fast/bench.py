@@ -484,7 +484,7 @@ def gpu_compile(archs, widths, dots, json_path=None) -> int:
 
     rows = []
     head = (f"{'arch':<6} {'kernel':<9} {'H':>4} {'dot':<5} {'BLOCK_M':>7} {'warps':>5} {'regs':>5} {'spill B':>8} "
-            f"{'smem KB':>8} {'HGMMA':>6} {'HMMA':>6} {'FFMA':>7} {'s':>5}  problems")
+            f"{'smem KB':>8} {'HGMMA':>6} {'UTCHMMA':>7} {'HMMA':>6} {'FFMA':>7} {'s':>5}  problems")
     print(head)
     print("-" * len(head))
     for arch in archs:
@@ -495,7 +495,7 @@ def gpu_compile(archs, widths, dots, json_path=None) -> int:
                     rows.append(r)
                     print(f"{r['arch']:<6} {kernel:<9} {hidden:>4} {dot:<5} {r['block_m']:>7} {r['warps']:>5} "
                           f"{r['registers']:>5} {r['spill_bytes']:>8} {r['shared_bytes'] / 1024:>8.1f} "
-                          f"{r['hgmma']:>6} {r['hmma']:>6} {r['ffma']:>7} {r['compile_s']:>5.1f}  "
+                          f"{r['hgmma']:>6} {r['utchmma']:>7} {r['hmma']:>6} {r['ffma']:>7} {r['compile_s']:>5.1f}  "
                           f"{'; '.join(r['problems']) or '-'}", flush=True)
     if json_path:
         with open(json_path, "w") as f:
@@ -512,7 +512,8 @@ def print_host_ops(shapes, precisions) -> None:
     print(f"{'shape':<6} {'precision':<9} {'pass':<9} {'aten calls':>10} {'not views':>9} {'syncing':>7} "
           f"{'triton launches':>15}  syncing calls")
     views = ("aten.view.", "aten.t.", "aten.slice.", "aten.select.", "aten.unsqueeze.", "aten.squeeze.",
-             "aten.transpose.", "aten.permute.", "aten.unbind.", "aten.expand.", "aten.detach.", "aten.alias.", "aten._reshape_alias.")
+             "aten.transpose.", "aten.permute.", "aten.unbind.", "aten.expand.", "aten.detach.", "aten.alias.",
+             "aten._reshape_alias.")
     for shape in shapes:
         for precision in precisions:
             out = host_ops(shape, precision)
@@ -546,7 +547,8 @@ def main(argv=None) -> None:
     p.add_argument("--host-ops", action="store_true",
                    help="instead: count the aten calls and syncs the triton backend's host side issues in one forward "
                         "and one backward at each of --shapes and --precisions")
-    p.add_argument("--archs", nargs="+", type=int, default=[80, 90], help="--gpu-compile: sm_XX targets")
+    p.add_argument("--archs", nargs="+", type=int, default=[80, 90], choices=[80, 86, 89, 90, 100, 120],
+                   help="--gpu-compile: sm_XX targets")
     p.add_argument("--widths", nargs="+", type=int, default=[64, 128, 256], help="--gpu-compile: hidden widths")
     p.add_argument("--dots", nargs="+", default=["bf16", "fp16", "tf32"], help="--gpu-compile: dot precisions")
     p.add_argument("--worker", nargs=4, metavar=("BACKEND", "SHAPE", "MODE", "PRECISION"), help=argparse.SUPPRESS)

@@ -1,8 +1,10 @@
 """The triton kernels compiled ahead of time for sm_80 and sm_90 without a GPU (``python -m sdfsrn_fast.bench
 --gpu-compile``, with the alignment a launch specializes on): they must compile, use tensor-core instructions (HGMMA
-in sm_90's forward, HMMA elsewhere), fit the architecture's shared memory and not spill at H <= 128. CI runs every
-precision at H = 64 and 128 on both architectures (float16 on sm_80 compiles as bfloat16 does); the H = 256 rows,
-where the kernels spill some, are the CLI's table in docs/performance.md."""
+in sm_90's forward, UTCHMMA in sm_100's, HMMA elsewhere), fit the architecture's shared memory and not spill at
+H <= 128. CI runs every precision at H = 64 and 128 on sm_80 and sm_90 (float16 on sm_80 compiles as bfloat16
+does), and on sm_100 and sm_120 the case where each would spill with the other kind's tiles (sm_120 took sm_90's
+and spilled 272 B in the tf32 forward at H = 128); the H = 256 rows, where the kernels spill some, are the CLI's
+table in docs/performance.md."""
 
 import importlib.util
 import json
@@ -27,7 +29,8 @@ def _nvidia_backend_missing():
 
 @pytest.mark.skipif(_nvidia_backend_missing() is not None, reason=str(_nvidia_backend_missing()))
 @pytest.mark.parametrize("arch,widths,dots", [("90", ["64", "128"], ["bf16", "fp16", "tf32"]),
-                                              ("80", ["64", "128"], ["bf16", "tf32"])])
+                                              ("80", ["64", "128"], ["bf16", "tf32"]),
+                                              ("100", ["128"], ["bf16"]), ("120", ["128"], ["tf32"])])
 def test_gpu_compile(tmp_path, arch, widths, dots):
     out = tmp_path / "aot.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # real compilation, not the interpreter
@@ -40,9 +43,12 @@ def test_gpu_compile(tmp_path, arch, widths, dots):
     assert len(rows) == len(widths) * len(dots) * 2  # x {forward, backward}
     for r in rows:
         assert r["problems"] == [] and r["spill_bytes"] == 0
-        # sm_90: wgmma (HGMMA) where a tile has 64 rows a warpgroup (the forward); the backward's 32-point tiles
-        # take mma.sync (HMMA), as on sm_80
-        assert (r["hgmma"] + r["hmma"] if r["arch"] == "sm_90" else r["hmma"]) > 0
-        if r["arch"] == "sm_90" and r["kernel"] == "forward":
-            assert r["hgmma"] > 0
+        # sm_90: wgmma (HGMMA) where a tile has 64 rows a warpgroup (the forward), sm_100: tcgen05 (UTCHMMA) there;
+        # the backward's 32-point tiles take mma.sync (HMMA), as sm_80 and sm_120 do everywhere
+        async_op = {"sm_90": "hgmma", "sm_100": "utchmma"}.get(r["arch"])
+        assert r["hmma"] + (r[async_op] if async_op else 0) > 0
+        if async_op and r["kernel"] == "forward":
+            assert r[async_op] > 0
+        elif async_op is None:
+            assert r["hgmma"] == r["utchmma"] == 0
         assert 32 < r["registers"] <= 255

@@ -67,7 +67,9 @@ forward, HMMA in the backward); 120 B (forward) and 64 B (backward) of spill at 
 tiles and 64 points (the forward above H = 64: bfloat16's tiles), 8 warps; at H = 256 it spills 752 B (forward) and
 1064 B (backward), and ``backend="auto"`` leaves tf32 at H > 128 to the compiled backend. sm_80 (mma.sync: both
 operands in registers) takes smaller tiles above H = 64: forward 32 points and 4 warps (bfloat16/float16; 0 B
-forward, 16-32 B backward at H = 256), tf32 16 points and 4 warps (160 B forward, 120 B backward at H = 256). In
+forward, 16-32 B backward at H = 256), tf32 16 points and 4 warps (160 B forward, 120 B backward at H = 256). Other
+architectures take the tiles of their kind of tensor core (:func:`_async_mma`): sm_100 sm_90's, sm_86, sm_89 and
+sm_120 sm_80's (compiled for sm_100 and sm_120: no spill at H <= 128 either). In
 bfloat16/float16 each output tile's weights arrive in one load before its dots (:func:`_layer`: in sm_90's forward
 the hidden tiles joined into one dot per output tile, elsewhere the weight loads grouped), not one tile at a time.
 IEEE float32/float64 dots are not compiled for CUDA (FMA loops that spilled everything at H = 128): float64 is the
@@ -564,7 +566,11 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     the same tiles spilled at H = 128 (forward 104-120 B, tf32 backward 40 B) and everything at H = 256 in tf32, so
     above H = 64 the forward takes 32 points and 4 warps in bfloat16/float16 (0 B at H = 128 and 256), and tf32
     16 points, 4 warps and 64-wide tiles (0 B at H = 128; 160 B forward, 120 B backward at 256).
-    Architectures after sm_90 take sm_90's tiles: neither compiled here nor run.
+    The other architectures take the tiles of their kind of tensor-core instruction (:func:`_async_mma`), compiled
+    here, not run: sm_100 (tcgen05, accumulators in tensor memory) sm_90's, no spill at H <= 128 (72 B forward,
+    56 B backward at H = 256 in bfloat16); sm_86, sm_89 and sm_120 (mma.sync) sm_80's: on sm_120 sm_90's tiles
+    spilled at H = 128 in tf32 (272 B forward, 72 B backward) and 1672 / 2616 B at 256, sm_80's none at H = 128
+    and 72 / 112 B at 256.
     LOADS (:func:`_layer`): in bfloat16/float16 the forward on sm_90 (and in the interpreter) joins the hidden tiles
     into one dot per output tile (wgmma: one wait per output tile; 120 B of spill at H = 256 against 224 tile by
     tile); the backward (mma.sync on 32 points, no wgmma to wait for) and sm_80 group the weight loads (joined, sm_80's
@@ -575,9 +581,9 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     wide = 32 if dot == 1 and hidden <= 128 else 64  # tf32 at 256: 32-wide tiles took minutes to compile
     block_m = (128 if kernel == "forward" else 32) if dot in (2, 3) else 64
     warps = 8
-    if arch >= 90 and dot == 1 and kernel == "forward" and hidden > 64:
+    if _async_mma(arch) and dot == 1 and kernel == "forward" and hidden > 64:
         block_m, wide = 128, 64  # spill: 0 B at H = 128, 752 B at 256; 64 points spilled 8 B and 2744 B
-    if arch < 90 and hidden > 64:
+    if not _async_mma(arch) and hidden > 64:
         if dot == 1:
             block_m, warps, wide = 16, 4, 64
         elif kernel == "forward":
@@ -588,13 +594,20 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     block_m = int(env("SDFSRN_TRITON_BLOCK_M", block_m))
     block_s = min(block_m, max(16, _pow2(num_samples)))
     nt = _cdiv(hidden, ht)
-    loads = 0 if dot == 1 else (2 if arch >= 90 and kernel == "forward" else 1)
+    loads = 0 if dot == 1 else (2 if _async_mma(arch) and kernel == "forward" else 1)
     loads = int(env("SDFSRN_TRITON_LOADS", loads))
     if loads == 2 and nt > 4:
         loads = 1
     return dict(HT=ht, NT=nt, H=hidden, BLOCK_M=block_m, BLOCK_S=block_s,
                 BLOCK_R=block_m // block_s, num_warps=int(env("SDFSRN_TRITON_WARPS", warps)),
                 num_stages=int(env("SDFSRN_TRITON_STAGES", "1")), LOADS=loads)
+
+
+def _async_mma(arch: int) -> bool:
+    """Whether sm_``arch``'s tensor cores take a dot's operands from shared memory asynchronously (sm_90's wgmma,
+    sm_100's tcgen05, up to sm_11x) rather than from registers (mma.sync: sm_80 to sm_89, and sm_120's GeForce and
+    workstation Blackwell)."""
+    return 90 <= arch < 120
 
 
 _ARCH: dict = {}
@@ -797,10 +810,12 @@ def render_triton(decoder, z, origins, directions, near, far, valid, num_samples
 
 # ------------------------------------------------------------------------ ahead-of-time compilation (no GPU)
 
-# Shared memory per block on each architecture (sm_80: 163 KB, sm_90: 227 KB) and the tensor-core instructions
-# its dots should compile to (wgmma's HGMMA needs at least 64 rows a tile on sm_90; HMMA everywhere else).
-SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
-TENSOR_CORE_OPS = {80: ("HMMA",), 90: ("HGMMA", "HMMA")}
+# Shared memory per block on each architecture and the tensor-core instructions its dots should compile to:
+# sm_90's wgmma (HGMMA) needs 64 rows a warpgroup, the backward's 32-point tiles take mma.sync (HMMA) as on sm_80;
+# sm_100's tcgen05 dots are UTCHMMA; sm_120 has mma.sync only.
+SHARED_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024, 100: 227 * 1024, 120: 99 * 1024}
+TENSOR_CORE_OPS = {80: ("HMMA",), 86: ("HMMA",), 89: ("HMMA",), 90: ("HGMMA", "HMMA"), 100: ("UTCHMMA", "HMMA"),
+                   120: ("HMMA",)}
 AOT_PRECISIONS = {"tf32": 1, "bf16": 2, "fp16": 3}  # name -> DOT mode
 
 
@@ -859,12 +874,13 @@ def compile_report(arch: int, kernel: str, hidden: int, precision: str) -> dict:
         usage = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
         sass = subprocess.run([cuobjdump, "-sass", f.name], capture_output=True, text=True, check=True).stdout
     field = lambda name: int(re.search(rf"{name}:(\d+)", usage).group(1))  # noqa: E731
-    ops = {op: len(re.findall(rf"\b{op}\b", sass)) for op in ("HGMMA", "HMMA", "FFMA")}
+    ops = {op: len(re.findall(rf"\b{op}\b", sass)) for op in ("HGMMA", "UTCHMMA", "HMMA", "FFMA")}
     shared = max(int(ck.metadata.shared), field("SHARED"))
     tensor_core = sum(ops[op] for op in TENSOR_CORE_OPS[arch])
     row = dict(arch=f"sm_{arch}", kernel=kernel, hidden=hidden, precision=precision, block_m=cfg["BLOCK_M"],
                warps=cfg["num_warps"], registers=field("REG"), spill_bytes=field("LOCAL") + field("STACK"),
-               shared_bytes=shared, hgmma=ops["HGMMA"], hmma=ops["HMMA"], ffma=ops["FFMA"], compile_s=seconds)
+               shared_bytes=shared, hgmma=ops["HGMMA"], utchmma=ops["UTCHMMA"], hmma=ops["HMMA"], ffma=ops["FFMA"],
+               compile_s=seconds)
     problems = []
     if row["spill_bytes"] and hidden <= 128:
         problems.append("spills at H <= 128")
