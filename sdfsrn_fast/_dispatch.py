@@ -276,7 +276,7 @@ def _value_checks(tensors: dict, jitter) -> Callable[[], None]:
         return _NO_CHECK
     host = flags.to("cpu", non_blocking=True)
     copied = torch.cuda.Event()
-    copied.record()
+    copied.record(torch.cuda.current_stream(flags.device))  # the copy's stream (flags' device, not the current one)
 
     def finish() -> None:
         copied.synchronize()
