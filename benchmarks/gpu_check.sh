@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks of the project in one script, for a lent CUDA machine (each step has a time limit, 14.7 minutes all
-# told and 6.5 for the core part; a failed step does not stop the others):
+# The GPU checks of the project in one script, for a lent CUDA machine (each step has a time limit, 15.0 minutes all
+# told and 6.8 for the core part; a failed step does not stop the others):
 #   the CUDA tests (tests/test_cuda.py, tests/test_triton.py without the interpreter), the triton backend's host
 #   calls and syncs (bench --host-ops), the render benchmark at the study and large shapes (reference /
 #   torch.compile(reference) / compiled / triton, bfloat16 autocast and tf32), the triton kernels' registers and
@@ -41,7 +41,7 @@ step() {  # step NAME LIMIT_S COMMAND...: runs it with a time limit, logs it, go
 triton.__version__, torch.cuda.get_device_name())"; nproc; } > "$log/machine.txt" 2>&1
 cat "$log/machine.txt" | tee -a "$log/summary.txt"
 bench="$py -m sdfsrn_fast.bench --rounds 20"
-step tests 110 $py -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_triton.py
+step tests 130 $py -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_triton.py
 step host_ops 60 $py -m sdfsrn_fast.bench --host-ops --shapes study --precisions bf16
 step bench_study 140 $bench --shapes study --modes forward_backward forward --precisions bf16 tf32 \
     --backends ${BENCH_BACKENDS:-triton compiled reference} --json "$log/bench_study.json"

@@ -57,18 +57,19 @@ def test_cuda_training_runs_and_loss_falls(tmp_path):
 @pytest.mark.parametrize("backend", ["compiled", "triton"])
 def test_cuda_bad_values_name_the_argument(backend):
     """On CUDA the value checks are read after the render is queued (no idle GPU while the host prepares it): the
-    errors are the same as on the CPU, and a good call after a bad one runs."""
-    dec = small_decoder(latent_dim=8, hidden_dim=32).cuda()
-    o, d, near, far, valid = (t.cuda() for t in make_rays(batch=2, height=4, width=5))
-    z = torch.randn(2, 8, device="cuda")
+    errors are the same as on the CPU, and a good call after a bad one runs. (The shapes of the test above: nothing
+    new to compile.)"""
+    dec = small_decoder(latent_dim=8, hidden_dim=32, seed=1).cuda()
+    o, d, near, far, valid = (t.cuda() for t in make_rays(batch=3, height=17, width=19, seed=2))
+    z = torch.randn(3, 8, device="cuda")
     with pytest.raises(ValueError, match="`z` contains NaN"):
-        render(dec, torch.full_like(z, float("nan")), o, d, near, far, valid, num_samples=8, backend=backend)
+        render(dec, torch.full_like(z, float("nan")), o, d, near, far, valid, num_samples=24, backend=backend)
     bad_far = far.clone()
     bad_far[1, 3] = float("inf")
     with pytest.raises(ValueError, match="`far` contains NaN or inf"):
-        render(dec, z, o, d, near, bad_far, valid, num_samples=8, backend=backend)
+        render(dec, z, o, d, near, bad_far, valid, num_samples=24, backend=backend)
     with pytest.raises(ValueError, match="jitter"):
-        render(dec, z, o, d, near, far, valid, num_samples=8, jitter=torch.full_like(near, 0.5), backend=backend)
-    sil = render(dec, z, o, d, near, far, valid, num_samples=8, backend=backend)
-    ref = render(dec, z, o, d, near, far, valid, num_samples=8, backend="reference")
+        render(dec, z, o, d, near, far, valid, num_samples=24, jitter=torch.full_like(near, 0.5), backend=backend)
+    sil = render(dec, z, o, d, near, far, valid, num_samples=24, backend=backend)
+    ref = render(dec, z, o, d, near, far, valid, num_samples=24, backend="reference")
     torch.testing.assert_close(sil, ref, rtol=1e-4, atol=1e-5)
