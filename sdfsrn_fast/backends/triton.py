@@ -82,8 +82,9 @@ bf16 matmul rate measured in the same run; the kernel alone 1.07 ms, about 34%);
 backward chunk) against 13.7 ms, with 117 MB peak (8192-sample chunks) against 554 MB. That run's host side (sample
 selection, program tables, about 70 small ops a backward chunk, five syncs of the eager NaN checks) took more time
 than the GPU did; since then (not yet timed on a GPU) the host issues no sync in the forward and one in the
-backward, and 19 + 78 aten calls a forward+backward instead of 49 + 167, 8 + 32 of them not views instead of
-34 + 123 (``python -m sdfsrn_fast.bench --host-ops --shapes tiny``, AMD EPYC, 2026-11-28).
+backward (``render`` reads its value checks once the work is queued), and 19 + 83 aten calls a forward+backward
+instead of 49 + 167, 8 + 31 of them not views instead of 34 + 123 (``python -m sdfsrn_fast.bench --host-ops
+--shapes tiny``, one backward chunk, AMD EPYC, 2026-11-29); the backward holds one chunk buffer, not two.
 """
 
 from __future__ import annotations
@@ -519,9 +520,9 @@ def _kept_indices(grad_sil, sil, sdf, lse, valid, num_samples: int, tau: float, 
 LAUNCHED: dict = {}
 
 # Kept samples per backward launch: bounds the h / d buffer ([CHUNK, 8 H] in the dot dtype: 4 KB a sample at
-# H = 256 in bfloat16, 32 MB a chunk). A chunk costs about 10 host-side calls (searchsorted, two buffers, the
-# launch, four matmuls), so the study shape's about 31k kept samples take four chunks for about 30 more calls than
-# one would, against about 100 MB more memory. (Before, each chunk cost about 70 calls, and one chunk of 65536 took
+# H = 256 in bfloat16, 32 MB a chunk, allocated once). A chunk costs about 8 host-side calls (searchsorted, the
+# launch, two matmuls, views), so the study shape's about 31k kept samples take four chunks for about 15 more calls
+# that launch work than one would, against about 100 MB more memory. (Before, each chunk cost about 70 calls, and one chunk of 65536 took
 # the H200's bf16 forward+backward from 9.30 to 6.63 ms: NVIDIA H200, triton 3.6, 2026-11-28.)
 # SDFSRN_TRITON_CHUNK overrides it.
 BACKWARD_CHUNK = 8192
