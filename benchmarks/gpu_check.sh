@@ -8,7 +8,7 @@
 #   compiled), the triton kernels with their weights loaded tile by tile and grouped (SDFSRN_TRITON_LOADS=0, 1;
 #   the default on sm_90 joins them), and 20 epochs of the study preset in bfloat16 (triton) and float32 (compiled).
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR] [PART]   (OUT_DIR default: $OUT if set, else gpu-check-logs;
-#        PART: all (default), core (tests, host calls, study benchmark and the same with
+#        PART: all (default), core (tests, host calls, study benchmark and its targets, the same with
 #        the weights loaded tile by tile, profile),
 #        rest, or step names separated by commas; BENCH_BACKENDS: the study benchmark's backends)
 # It needs the machine's own torch and triton and nothing installed: the checkout goes on PYTHONPATH. OUT_DIR gets
@@ -21,7 +21,7 @@ log=$(mktemp -d)
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 part=${2:-all}
-core=(tests host_ops bench_study bench_tile_loads profile)
+core=(tests host_ops bench_study targets bench_tile_loads profile)
 step() {  # step NAME LIMIT_S COMMAND...: runs it with a time limit, logs it, goes on if it fails
     local name=$1 limit=$2
     shift 2
@@ -45,6 +45,7 @@ step tests 130 $py -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/tes
 step host_ops 60 $py -m sdfsrn_fast.bench --host-ops --shapes study --precisions bf16
 step bench_study 140 $bench --shapes study --modes forward_backward forward --precisions bf16 tf32 \
     --backends ${BENCH_BACKENDS:-triton compiled reference} --json "$log/bench_study.json"
+step targets 10 $py benchmarks/targets.py "$log/bench_study.json"
 step bench_tile_loads 40 env SDFSRN_TRITON_LOADS=0 $bench --shapes study --modes forward_backward forward \
     --precisions bf16 --backends triton --json "$log/bench_tile_loads.json"
 step kernel_resources 150 $py benchmarks/triton_resources.py
@@ -68,7 +69,7 @@ for run in study_bf16 study_fp32; do
     cp "$log/$run/config.json" "$log/${run}_config.json" 2>/dev/null
     rm -rf "${log:?}/$run"
 done
-for f in tests host_ops bench_study kernel_resources profile bench_large bench_forward_block64 \
+for f in tests host_ops bench_study targets kernel_resources profile bench_large bench_forward_block64 \
     bench_tile_loads bench_grouped_loads bench_reference_compiled bench_exact32; do
     [[ -f "$log/$f.log" ]] && tail -n 30 "$log/$f.log" | tr '\r' '\n' | grep -v '^benchmarks:' >> "$log/summary.txt"
 done
