@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks of the project in one script, for a lent CUDA machine (each step has a time limit, 15.0 minutes all
-# told and 6.8 for the core part; a failed step does not stop the others):
+# The GPU checks of the project in one script, for a lent CUDA machine (each step has a time limit, 15.2 minutes all
+# told and 7.0 for the core part; a failed step does not stop the others):
 #   the CUDA tests (tests/test_cuda.py, tests/test_triton.py without the interpreter), the triton backend's host
 #   calls and syncs (bench --host-ops), the render benchmark at the study and large shapes (reference /
 #   torch.compile(reference) / compiled / triton, bfloat16 autocast and tf32), the triton kernels' registers and
