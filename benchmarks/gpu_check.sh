@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The GPU checks of the project in one script, for a lent CUDA machine (each step has a time limit, 15.2 minutes all
+# The GPU checks of the project in one script, for a lent CUDA machine (each step has a time limit, 16.2 minutes all
 # told and 7.0 for the core part; a failed step does not stop the others):
 #   the CUDA tests (tests/test_cuda.py, tests/test_triton.py without the interpreter), the triton backend's host
 #   calls and syncs (bench --host-ops), the render benchmark at the study and large shapes (reference /
 #   torch.compile(reference) / compiled / triton, bfloat16 autocast and tf32), the triton kernels' registers and
 #   spills as this machine's triton builds them, exact float32 (triton's bfloat16 screen refined in float32, against
 #   compiled), the triton kernels with their weights loaded tile by tile and grouped (SDFSRN_TRITON_LOADS=0, 1;
-#   the default on sm_90 joins them), and 20 epochs of the study preset in bfloat16 (triton) and float32 (compiled).
+#   the default on sm_90 joins them), the forward kernel's L2 and tensor-core throughput (ncu, where installed and
+#   allowed), and 20 epochs of the study preset in bfloat16 (triton) and float32 (compiled).
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR] [PART]   (OUT_DIR default: $OUT if set, else gpu-check-logs;
 #        PART: all (default), core (tests, host calls, study benchmark and its targets, the same with
 #        the weights loaded tile by tile, profile),
@@ -50,6 +51,10 @@ step bench_tile_loads 40 env SDFSRN_TRITON_LOADS=0 $bench --shapes study --modes
     --precisions bf16 --backends triton --json "$log/bench_tile_loads.json"
 step kernel_resources 150 $py benchmarks/triton_resources.py
 step profile 40 $py benchmarks/gpu_profile.py triton study bf16
+ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || echo ncu-not-found)
+step ncu_forward 60 "$ncu" -k regex:_render_fwd_kernel -s 2 -c 1 --section SpeedOfLight \
+    --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis $py -c "from sdfsrn_fast.bench import \
+make_case, make_step; s = make_step('triton', make_case('study'), 'forward', 'bf16'); [s() for _ in range(3)]"
 step train_bf16 70 $py -m sdfsrn_fast.study.train --preset study --epochs 20 --eval-every 0 --figures false \
     --snapshot-every 0 --precision bf16 --no-progress --overwrite --out "$log/study_bf16"
 step bench_large 60 $bench --shapes large --modes forward_backward forward --precisions bf16 \
@@ -69,7 +74,7 @@ for run in study_bf16 study_fp32; do
     cp "$log/$run/config.json" "$log/${run}_config.json" 2>/dev/null
     rm -rf "${log:?}/$run"
 done
-for f in tests host_ops bench_study targets kernel_resources profile bench_large bench_forward_block64 \
+for f in tests host_ops bench_study targets kernel_resources profile ncu_forward bench_large bench_forward_block64 \
     bench_tile_loads bench_grouped_loads bench_reference_compiled bench_exact32; do
     [[ -f "$log/$f.log" ]] && tail -n 30 "$log/$f.log" | tr '\r' '\n' | grep -v '^benchmarks:' >> "$log/summary.txt"
 done

@@ -51,10 +51,17 @@ per tile the three ``H x H`` weight matrices (``3 H^2 x 2`` bytes in bf16, 393 K
 the ``BLOCK_M`` points of a tile: 3 KB per point at ``BLOCK_M = 128``) and writes 4 bytes (its SDF): arithmetic
 intensity about 130 FLOP/B against L2 at ``BLOCK_M = 128``, and above 10^5 FLOP/B against HBM (the weights stay in
 L2; per sample only 4 bytes go out). H100/H200 dense peaks (SXM): bf16/fp16 989 TFLOP/s, tf32 495, fp32 (no tensor
-cores) 67; HBM 3.35 TB/s (H100) / 4.8 TB/s (H200), ridge points near 300 / 200 FLOP/B for bf16: the forward is
-compute-bound in every precision, so its ceiling is the tensor-core rate (about 2.5 G samples/s in bf16 at
-H = 256; the study shape's forward, 0.72 M samples, would take 0.3 ms there; 40% of peak, the issue's target, is
-0.7 ms). Backward per kept sample: the recompute (396 kFLOP) plus ``d @ W`` for three layers (``6 H^2``) in the
+cores) 67; HBM 3.35 TB/s (H100) / 4.8 TB/s (H200), ridge points near 300 / 200 FLOP/B for bf16: against HBM the
+forward is compute-bound in every precision, and its ceiling would be the tensor-core rate (about 2.5 G samples/s
+in bf16 at H = 256; the study shape's forward, 0.72 M samples, would take 0.3 ms there; 40% of peak, the issue's
+target, is 0.7 ms). Against L2 it is not clearly so: every program reads all 393 KB of weights for its 128
+points, 2.2 GB from L2 at the study shape, BLOCK_M FLOP per weight byte in bf16. NVIDIA publishes no L2
+bandwidth; at 5 or 10 TB/s those reads take 0.44 or 0.22 ms against the dots' 0.37 ms at the 781 TFLOP/s matmul
+rate the H200 run measured (ridge 156 or 78 FLOP/B), so the forward sits near the L2 ridge, and a kernel that
+waits for each weight block before its dots adds the two: 0.6-0.8 ms of the 1.07 ms the H200 measured. More
+points per weight read (activations in shared memory as wgmma's A operand, or weight blocks multicast to a
+cluster of two SMs by TMA: both beyond what this kernel's ``tl`` code controls) or loads issued ahead of the dots
+(a pipelined loop) are what would raise it; ``gpu_check.sh``'s ``ncu_forward`` step reads the L2 throughput. Backward per kept sample: the recompute (396 kFLOP) plus ``d @ W`` for three layers (``6 H^2``) in the
 kernel, writing ``8 H`` values (h0..h3, d0..d3) and the sample's row of A (shape one-hot, x, y, z, g):
 8 x 256 x 2 = 4 KB in bf16 for 790 kFLOP, about 190 FLOP/B, near the H200's ridge; then ``D^T H`` in cuBLAS
 (``6 H^2`` FLOP, reading the same tiles) and ``A^T [d1 d3 d2 d0 h3]`` (``10 H (B + 4)`` FLOP).
