@@ -61,8 +61,9 @@ rate the H200 run measured (ridge 156 or 78 FLOP/B), so the forward sits near th
 waits for each weight block before its dots adds the two: 0.6-0.8 ms of the 1.07 ms the H200 measured. More
 points per weight read (activations in shared memory as wgmma's A operand, or weight blocks multicast to a
 cluster of two SMs by TMA: both beyond what this kernel's ``tl`` code controls) or loads issued ahead of the dots
-(a pipelined loop) are what would raise it; ``gpu_check.sh``'s ``ncu_forward`` step reads the L2 throughput. Backward per kept sample: the recompute (396 kFLOP) plus ``d @ W`` for three layers (``6 H^2``) in the
-kernel, writing ``8 H`` values (h0..h3, d0..d3) and the sample's row of A (shape one-hot, x, y, z, g):
+(a pipelined loop) are what would raise it; ``gpu_check.sh``'s ``ncu_forward`` step reads the L2 throughput.
+Backward per kept sample: the recompute (396 kFLOP) plus ``d @ W`` for three layers (``6 H^2``) in the kernel,
+writing ``8 H`` values (h0..h3, d0..d3) and the sample's row of A (shape one-hot, x, y, z, g):
 8 x 256 x 2 = 4 KB in bf16 for 790 kFLOP, about 190 FLOP/B, near the H200's ridge; then ``D^T H`` in cuBLAS
 (``6 H^2`` FLOP, reading the same tiles) and ``A^T [d1 d3 d2 d0 h3]`` (``10 H (B + 4)`` FLOP).
 
@@ -529,8 +530,9 @@ LAUNCHED: dict = {}
 # Kept samples per backward launch: bounds the h / d buffer ([CHUNK, 8 H] in the dot dtype: 4 KB a sample at
 # H = 256 in bfloat16, 32 MB a chunk, allocated once). A chunk costs about 8 host-side calls (searchsorted, the
 # launch, two matmuls, views), so the study shape's about 31k kept samples take four chunks for about 15 more calls
-# that launch work than one would, against about 100 MB more memory. (Before, each chunk cost about 70 calls, and one chunk of 65536 took
-# the H200's bf16 forward+backward from 9.30 to 6.63 ms: NVIDIA H200, triton 3.6, 2026-11-28.)
+# that launch work than one would, against about 100 MB more memory. (Before, each chunk cost about 70 calls, and
+# one chunk of 65536 took the H200's bf16 forward+backward from 9.30 to 6.63 ms: NVIDIA H200, triton 3.6,
+# 2026-11-28.)
 # SDFSRN_TRITON_CHUNK overrides it.
 BACKWARD_CHUNK = 8192
 
