@@ -272,6 +272,19 @@ if triton is not None:
     # over: 255 registers and 900 B of spill at H = 64 (sm_90, bf16). Adding a [BLOCK_M, 16] x [16, HT] dot of
     # zeros (one tiny wgmma) puts it in the accumulators' layout: 140 registers, no spill.
     @triton.jit
+    def _layer0(b, px, py, pz, C0, W0P, ACT: tl.constexpr, BETA, ACC: tl.constexpr, DOT: tl.constexpr,
+                BLOCK_M: tl.constexpr, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr):
+        """h0, the first hidden layer (no dot of its own: the latent share plus the xyz FMAs), as NT dot operands."""
+        r = tl.arange(0, HT)
+        h0 = ()
+        for j in tl.static_range(NT):
+            a0 = _share(C0, W0P, b, px, py, pz, j * HT + r, H)
+            if ACC == tl.float32:  # a dot of zeros into it: lays a0 out as the dots' accumulators are (see above)
+                a0 = tl.dot(tl.zeros([BLOCK_M, 16], dtype=tl.bfloat16), tl.zeros([16, HT], dtype=tl.bfloat16), a0)
+            h0 = h0 + (_operand(_act(a0, ACT, BETA).to(ACC), DOT),)
+        return h0
+
+    @triton.jit
     def _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, ACT: tl.constexpr, BETA,
                        ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, HT: tl.constexpr,
                        NT: tl.constexpr, H: tl.constexpr, STORE: tl.constexpr, H0, H1, H2, first, end,
@@ -280,12 +293,7 @@ if triton is not None:
         last layer is :func:`_layer3`'s, tile by tile). h0, h1 live only until the next layer has used them;
         with STORE (the backward) each is written to rows [first, end) of H0..H2 [n, H] (row stride LD) right away."""
         r = tl.arange(0, HT)
-        h0 = ()
-        for j in tl.static_range(NT):
-            a0 = _share(C0, W0P, b, px, py, pz, j * HT + r, H)
-            if ACC == tl.float32:  # a dot of zeros into it: lays a0 out as the dots' accumulators are (see above)
-                a0 = tl.dot(tl.zeros([BLOCK_M, 16], dtype=tl.bfloat16), tl.zeros([16, HT], dtype=tl.bfloat16), a0)
-            h0 = h0 + (_operand(_act(a0, ACT, BETA).to(ACC), DOT),)
+        h0 = _layer0(b, px, py, pz, C0, W0P, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H)
         if STORE:
             _store_tiles(H0, first, end, h0, BLOCK_M, HT, NT, H, LD)
         h1 = ()
@@ -309,6 +317,46 @@ if triton is not None:
         """Tile j of h3 (accumulator dtype)."""
         a = _layer(h2, W3, j, ACC, DOT, BLOCK_M, HT, NT, H, False, LOADS) + _bias(B3, j * HT + tl.arange(0, HT), H)
         return _act(a, ACT, BETA)
+
+    # LOADS 3 (the forward only): each hidden layer a loop over its output tiles, which triton software-pipelines
+    # (num_stages 3: the weight blocks of the next two tiles copied to shared memory by cp.async while this tile's
+    # dots run), where the other modes' unrolled tiles wait for each block's load before its dots. The loop cannot
+    # append to a tuple, so each output tile is placed into the full-width [BLOCK_M, NT HT] operand with a select.
+    @triton.jit
+    def _looped_layer(hcat, W, B, C, W_P, b, px, py, pz, ACT: tl.constexpr, BETA, ACC: tl.constexpr,
+                      DOT: tl.constexpr, BLOCK_M: tl.constexpr, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr,
+                      SHARE: tl.constexpr):
+        """``act(hcat @ W^T + bias)`` (SHARE: plus the latent and xyz share instead of a bias) as one
+        [BLOCK_M, NT HT] dot operand (NT 3 padded to 4, as :func:`_cat`), from hcat joined the same way."""
+        KP: tl.constexpr = (4 if NT == 3 else NT) * HT
+        cols = tl.arange(0, KP)
+        r = tl.arange(0, HT)
+        out = tl.zeros([BLOCK_M, KP], dtype=hcat.dtype)
+        for j in tl.range(0, NT, num_stages=3):
+            acc = _dot(hcat, _operand(_weights(W, 0, KP, j, HT, H, False, True), DOT),
+                       tl.zeros([BLOCK_M, HT], dtype=ACC), DOT)
+            if SHARE:
+                acc = acc + _share(C, W_P, b, px, py, pz, j * HT + r, H)
+            else:
+                acc = acc + _bias(B, j * HT + r, H)
+            a = _operand(_act(acc, ACT, BETA), DOT)
+            wide = tl.reshape(tl.broadcast_to(a[:, None, :], [BLOCK_M, KP // HT, HT]), [BLOCK_M, KP])
+            out = tl.where((cols // HT == j)[None, :], wide, out)
+        return out
+
+    @triton.jit
+    def _looped_sdf(hcat, W3, B3, W4, b4, ACT: tl.constexpr, BETA, ACC: tl.constexpr, DOT: tl.constexpr,
+                    BLOCK_M: tl.constexpr, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr):
+        """The last hidden layer from hcat (joined) in a pipelined loop, each tile straight into the output layer."""
+        KP: tl.constexpr = (4 if NT == 3 else NT) * HT
+        r = tl.arange(0, HT)
+        sdf = tl.zeros([BLOCK_M], dtype=ACC) + b4
+        for j in tl.range(0, NT, num_stages=3):
+            acc = _dot(hcat, _operand(_weights(W3, 0, KP, j, HT, H, False, True), DOT),
+                       tl.zeros([BLOCK_M, HT], dtype=ACC), DOT) + _bias(B3, j * HT + r, H)
+            w4 = tl.load(W4 + j * HT + r, mask=j * HT + r < H, other=0.0).to(ACC)
+            sdf += tl.sum(_act(acc, ACT, BETA) * w4[None, :], axis=1)
+        return sdf
 
     @triton.jit
     def _render_fwd_kernel(
@@ -363,13 +411,21 @@ if triton is not None:
                 kf = kf + jit
             t = near + kf * step  # as sample_points_at: near + k (far - near) / S
             px, py, pz = ox + t * dx, oy + t * dy, oz + t * dz
-            h2 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, ACT, BETA, ACC, DOT, BLOCK_M,
-                                HT, NT, H, False, SDF, SDF, SDF, 0, 0, H, LOADS)
-            sdf = tl.zeros([BLOCK_M], dtype=ACC) + b4
-            for j in tl.static_range(NT):  # h3 tile by tile into the output layer: one float32 tile live at a time
-                w4 = tl.load(W4 + j * HT + r, mask=j * HT + r < H, other=0.0).to(ACC)
-                h3 = _layer3(h2, W3, B3, j, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, LOADS)
-                sdf += tl.sum(h3 * w4[None, :], axis=1)
+            if LOADS == 3:  # the hidden layers as pipelined loops (above)
+                h0 = _cat(_layer0(b, px, py, pz, C0, W0P, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H), NT)
+                h1 = _looped_layer(h0, W1, B1, C2, W2P, b, px, py, pz, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H,
+                                   False)
+                h2 = _looped_layer(h1, W2H, B1, C2, W2P, b, px, py, pz, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H,
+                                   True)
+                sdf = _looped_sdf(h2, W3, B3, W4, b4, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H)
+            else:
+                h2 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, ACT, BETA, ACC, DOT, BLOCK_M,
+                                    HT, NT, H, False, SDF, SDF, SDF, 0, 0, H, LOADS)
+                sdf = tl.zeros([BLOCK_M], dtype=ACC) + b4
+                for j in tl.static_range(NT):  # h3 tile by tile into the output layer: one float32 tile at a time
+                    w4 = tl.load(W4 + j * HT + r, mask=j * HT + r < H, other=0.0).to(ACC)
+                    h3 = _layer3(h2, W3, B3, j, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, LOADS)
+                    sdf += tl.sum(h3 * w4[None, :], axis=1)
             tl.store(SDF + ray * S + k, tl.where(ok, sdf, 0.0).to(SDF.dtype.element_ty), mask=in_range & (k < S))
             x = tl.reshape(tl.where(ok, -sdf * inv_tau_min, float("-inf")), [BLOCK_R, BLOCK_S])
             m_new = tl.maximum(m_i, tl.max(x, axis=1))
@@ -586,7 +642,9 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     tile); the backward (mma.sync on 32 points, no wgmma to wait for) and sm_80 group the weight loads (joined, sm_80's
     forward spilled 16 B at H = 128 and 1264 B at 256, grouped 0 B; sm_90's backward 96 B at 256, grouped 64 B);
     tf32 loads tile by tile (grouped or joined it spilled at H = 128: its tiles are twice the bytes). Joining takes at
-    most 4 hidden tiles, grouping beyond.
+    most 4 hidden tiles, grouping beyond. LOADS 3, set only by SDFSRN_TRITON_LOADS until a GPU times it: the forward's
+    hidden layers as loops that triton pipelines (:func:`_looped_layer`; sm_90 bfloat16: every weight block copied
+    ahead by cp.async, 328 B of spill at H = 256 against 120, 0 B at 128).
     SDFSRN_TRITON_HT / _BLOCK_M / _WARPS / _STAGES / _LOADS (0, 1, 2) override, for such experiments."""
     wide = 32 if dot == 1 and hidden <= 128 else 64  # tf32 at 256: 32-wide tiles took minutes to compile
     block_m = (128 if kernel == "forward" else 32) if dot in (2, 3) else 64
@@ -606,7 +664,9 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     nt = _cdiv(hidden, ht)
     loads = 0 if dot == 1 else (2 if _async_mma(arch) and kernel == "forward" else 1)
     loads = int(env("SDFSRN_TRITON_LOADS", loads))
-    if loads == 2 and nt > 4:
+    if loads == 3 and kernel != "forward":
+        loads = 1  # the backward has no looped mode
+    if loads >= 2 and nt > 4:
         loads = 1
     return dict(HT=ht, NT=nt, H=hidden, BLOCK_M=block_m, BLOCK_S=block_s,
                 BLOCK_R=block_m // block_s, num_warps=int(env("SDFSRN_TRITON_WARPS", warps)),
@@ -891,7 +951,7 @@ def compile_report(arch: int, kernel: str, hidden: int, precision: str) -> dict:
     shared = max(int(ck.metadata.shared), field("SHARED"))
     tensor_core = sum(ops[op] for op in TENSOR_CORE_OPS[arch])
     row = dict(arch=f"sm_{arch}", kernel=kernel, hidden=hidden, precision=precision, block_m=cfg["BLOCK_M"],
-               warps=cfg["num_warps"], registers=field("REG"), spill_bytes=field("LOCAL") + field("STACK"),
+               warps=cfg["num_warps"], loads=cfg["LOADS"], registers=field("REG"), spill_bytes=field("LOCAL") + field("STACK"),
                shared_bytes=shared, hgmma=ops["HGMMA"], utchmma=ops["UTCHMMA"], hmma=ops["HMMA"], ffma=ops["FFMA"],
                compile_s=seconds)
     problems = []
