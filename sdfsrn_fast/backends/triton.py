@@ -644,7 +644,7 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     tf32 loads tile by tile (grouped or joined it spilled at H = 128: its tiles are twice the bytes). Joining takes at
     most 4 hidden tiles, grouping beyond. LOADS 3, set only by SDFSRN_TRITON_LOADS until a GPU times it: the forward's
     hidden layers as loops that triton pipelines (:func:`_looped_layer`; sm_90 bfloat16: every weight block copied
-    ahead by cp.async, 328 B of spill at H = 256 against 120, 0 B at 128).
+    ahead by cp.async, 328 B of spill at H = 256 against 120, 0 B at 128; under triton 3.6 968 and 32 B).
     SDFSRN_TRITON_HT / _BLOCK_M / _WARPS / _STAGES / _LOADS (0, 1, 2) override, for such experiments."""
     wide = 32 if dot == 1 and hidden <= 128 else 64  # tf32 at 256: 32-wide tiles took minutes to compile
     block_m = (128 if kernel == "forward" else 32) if dot in (2, 3) else 64
