@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks of the project in one script, for a lent CUDA machine (each step has a time limit, 16.8 minutes all
-# told and 7.7 for the core part; a failed step does not stop the others):
+# The GPU checks of the project in one script, for a lent CUDA machine (each step has a time limit, 17.0 minutes all
+# told and 7.8 for the core part; a failed step does not stop the others):
 #   the CUDA tests (tests/test_cuda.py, tests/test_triton.py without the interpreter), the triton backend's host
 #   calls and syncs (bench --host-ops), the render benchmark at the study and large shapes (reference /
 #   torch.compile(reference) / compiled / triton, bfloat16 autocast and tf32), the triton kernels' registers and
@@ -23,7 +23,7 @@ log=$(mktemp -d)
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 part=${2:-all}
-core=(tests host_ops bench_study targets bench_looped_loads bench_tile_loads profile)
+core=(tests host_ops bench_study targets bench_looped_loads bench_tile_loads load_modes profile)
 step() {  # step NAME LIMIT_S COMMAND...: runs it with a time limit, logs it, goes on if it fails
     local name=$1 limit=$2
     shift 2
@@ -52,6 +52,8 @@ step bench_looped_loads 40 env SDFSRN_TRITON_LOADS=3 $bench --shapes study --mod
     --precisions bf16 --backends triton --json "$log/bench_looped_loads.json"
 step bench_tile_loads 40 env SDFSRN_TRITON_LOADS=0 $bench --shapes study --modes forward_backward forward \
     --precisions bf16 --backends triton --json "$log/bench_tile_loads.json"
+step load_modes 10 $py benchmarks/targets.py "$log/bench_study.json" --modes "$log/bench_looped_loads.json" \
+    "$log/bench_tile_loads.json" "$log/bench_grouped_loads.json"
 step kernel_resources 150 $py benchmarks/triton_resources.py
 step profile 40 $py benchmarks/gpu_profile.py triton study bf16
 ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || echo ncu-not-found)
@@ -77,7 +79,7 @@ for run in study_bf16 study_fp32; do
     cp "$log/$run/config.json" "$log/${run}_config.json" 2>/dev/null
     rm -rf "${log:?}/$run"
 done
-for f in tests host_ops bench_study targets kernel_resources profile ncu_forward bench_large bench_forward_block64 \
+for f in tests host_ops bench_study targets load_modes kernel_resources profile ncu_forward bench_large bench_forward_block64 \
     bench_looped_loads bench_tile_loads bench_grouped_loads bench_reference_compiled bench_exact32; do
     [[ -f "$log/$f.log" ]] && tail -n 30 "$log/$f.log" | tr '\r' '\n' | grep -v '^benchmarks:' >> "$log/summary.txt"
 done

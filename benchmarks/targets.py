@@ -4,6 +4,8 @@ forward FLOP rate against the bfloat16 matmul rate measured in the same run (tar
 peak memory against the compiled backend's (target <= 1/5).
 
     python benchmarks/targets.py F [RUN]      (RUN: a key of F's "runs", for the saved results files)
+    python benchmarks/targets.py F --modes G...   and the triton rows of other runs (the weight-load modes of
+                                                  gpu_check.sh) beside F's, to choose kernel_config's default
 """
 
 import json
@@ -33,6 +35,18 @@ def targets(run: dict, precision: str = "bf16") -> list[str]:
 
 
 if __name__ == "__main__":
-    data = json.load(open(sys.argv[1]))
-    run = data["runs"][sys.argv[2]] if len(sys.argv) > 2 else data
+    args = sys.argv[1:]
+    others = args[args.index("--modes") + 1 :] if "--modes" in args else []
+    args = args[: args.index("--modes")] if "--modes" in args else args
+    data = json.load(open(args[0]))
+    run = data["runs"][args[1]] if len(args) > 1 else data
     print("\n".join(targets(run)))
+    for name in ([args[0]] + others) if others else []:
+        try:
+            rows = run["results"] if name == args[0] else json.load(open(name))["results"]
+        except (OSError, ValueError, KeyError) as e:
+            print(f"{name}: not read ({type(e).__name__})")
+            continue
+        ms = {r["mode"]: f"{r['time'] * 1e3:.2f} ms" for r in rows
+              if r["backend"] == "triton" and r["shape"] == "study" and r["precision"] == "bf16"}
+        print(f"triton, study, bf16, {name}: " + ", ".join(f"{m} {t}" for m, t in sorted(ms.items())))
