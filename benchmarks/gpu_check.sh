@@ -79,8 +79,9 @@ for run in study_bf16 study_fp32; do
     cp "$log/$run/config.json" "$log/${run}_config.json" 2>/dev/null
     rm -rf "${log:?}/$run"
 done
-for f in tests host_ops bench_study targets load_modes kernel_resources profile ncu_forward bench_large bench_forward_block64 \
-    bench_looped_loads bench_tile_loads bench_grouped_loads bench_reference_compiled bench_exact32; do
+for f in tests host_ops bench_study targets load_modes kernel_resources profile ncu_forward bench_large \
+    bench_forward_block64 bench_looped_loads bench_tile_loads bench_grouped_loads bench_reference_compiled \
+    bench_exact32; do
     [[ -f "$log/$f.log" ]] && tail -n 30 "$log/$f.log" | tr '\r' '\n' | grep -v '^benchmarks:' >> "$log/summary.txt"
 done
 tar czf "$out/gpu_check.tgz" -C "$log" .
