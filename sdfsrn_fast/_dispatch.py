@@ -234,7 +234,7 @@ def _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples
     if not isinstance(grad_eps, (int, float)) or not 0 <= grad_eps < 1:
         raise ValueError(f"render: `grad_eps` must be in [0, 1), got {grad_eps!r}")
     if torch.compiler.is_compiling():
-        return _NO_CHECK  # the checks below read tensor values: eager calls only
+        return _no_value_checks  # the checks below read tensor values: eager calls only
     for name, value in (("tau", tau), ("tau_min", tau_min)):
         v = float(value)
         if not math.isfinite(v) or v <= 0:
@@ -242,7 +242,7 @@ def _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples
     return _value_checks(tensors, jitter)
 
 
-def _NO_CHECK() -> None:
+def _no_value_checks() -> None:
     pass
 
 
@@ -273,7 +273,7 @@ def _value_checks(tensors: dict, jitter) -> Callable[[], None]:
 
     if flags.device.type != "cuda":
         raise_bad(flags.tolist())
-        return _NO_CHECK
+        return _no_value_checks
     host = flags.to("cpu", non_blocking=True)
     copied = torch.cuda.Event()
     copied.record(torch.cuda.current_stream(flags.device))  # the copy's stream (flags' device, not the current one)
