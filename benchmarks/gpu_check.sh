@@ -87,3 +87,4 @@ done
 tar czf "$out/gpu_check.tgz" -C "$log" .
 cp "$log/summary.txt" "$out/summary.txt"
 cat "$log/summary.txt"
+rm -rf "${log:?}"
