@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# The GPU checks of the project in one script, for a lent CUDA machine (each step has a time limit, 17.0 minutes all
-# told and 7.8 for the core part; a failed step does not stop the others):
+# The GPU checks of the project in one script, for a lent CUDA machine (each step has a time limit, 17.7 minutes all
+# told and 8.5 for the core part; a failed step does not stop the others):
 #   the CUDA tests (tests/test_cuda.py, tests/test_triton.py without the interpreter), the triton backend's host
 #   calls and syncs (bench --host-ops), the render benchmark at the study and large shapes (reference /
 #   torch.compile(reference) / compiled / triton, bfloat16 autocast and tf32), the triton kernels' registers and
 #   spills as this machine's triton builds them, exact float32 (triton's bfloat16 screen refined in float32, against
 #   compiled), the triton kernels with their weights loaded tile by tile, grouped and in pipelined loops
-#   (SDFSRN_TRITON_LOADS=0, 1, 3; the default on sm_90 joins them), the forward kernel's L2 and tensor-core
-#   throughput (ncu, where installed and allowed), and 20 epochs of the study preset in bfloat16 (triton) and
-#   float32 (compiled).
+#   (SDFSRN_TRITON_LOADS=0, 1, 3; the default on sm_90 joins them) and in persistent programs
+#   (SDFSRN_TRITON_PERSIST=1), the forward kernel's L2 and tensor-core throughput (ncu, where installed and
+#   allowed), and 20 epochs of the study preset in bfloat16 (triton) and float32 (compiled).
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR] [PART]   (OUT_DIR default: $OUT if set, else gpu-check-logs;
 #        PART: all (default), core (tests, host calls, study benchmark and its targets, the same with
-#        the weights in pipelined loops and tile by tile, profile),
+#        the weights in pipelined loops, persistent and tile by tile, profile),
 #        rest, or step names separated by commas; BENCH_BACKENDS: the study benchmark's backends)
 # It needs the machine's own torch and triton and nothing installed: the checkout goes on PYTHONPATH. OUT_DIR gets
 # summary.txt and gpu_check.tgz (every log and JSON file; one archive, so that few files come back).
@@ -23,7 +23,7 @@ log=$(mktemp -d)
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 part=${2:-all}
-core=(tests host_ops bench_study targets bench_looped_loads bench_tile_loads load_modes profile)
+core=(tests host_ops bench_study targets bench_looped_loads bench_persistent bench_tile_loads load_modes profile)
 step() {  # step NAME LIMIT_S COMMAND...: runs it with a time limit, logs it, goes on if it fails
     local name=$1 limit=$2
     shift 2
@@ -50,10 +50,12 @@ step bench_study 140 $bench --shapes study --modes forward_backward forward --pr
 step targets 10 $py benchmarks/targets.py "$log/bench_study.json"
 step bench_looped_loads 40 env SDFSRN_TRITON_LOADS=3 $bench --shapes study --modes forward_backward forward \
     --precisions bf16 --backends triton --json "$log/bench_looped_loads.json"
+step bench_persistent 40 env SDFSRN_TRITON_PERSIST=1 $bench --shapes study --modes forward_backward forward \
+    --precisions bf16 --backends triton --json "$log/bench_persistent.json"
 step bench_tile_loads 40 env SDFSRN_TRITON_LOADS=0 $bench --shapes study --modes forward_backward forward \
     --precisions bf16 --backends triton --json "$log/bench_tile_loads.json"
 step load_modes 10 $py benchmarks/targets.py "$log/bench_study.json" --modes "$log/bench_looped_loads.json" \
-    "$log/bench_tile_loads.json" "$log/bench_grouped_loads.json"
+    "$log/bench_persistent.json" "$log/bench_tile_loads.json" "$log/bench_grouped_loads.json"
 step kernel_resources 150 $py benchmarks/triton_resources.py
 step profile 40 $py benchmarks/gpu_profile.py triton study bf16
 ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || echo ncu-not-found)
@@ -80,8 +82,8 @@ for run in study_bf16 study_fp32; do
     rm -rf "${log:?}/$run"
 done
 for f in tests host_ops bench_study targets load_modes kernel_resources profile ncu_forward bench_large \
-    bench_forward_block64 bench_looped_loads bench_tile_loads bench_grouped_loads bench_reference_compiled \
-    bench_exact32; do
+    bench_forward_block64 bench_looped_loads bench_persistent bench_tile_loads bench_grouped_loads \
+    bench_reference_compiled bench_exact32; do
     [[ -f "$log/$f.log" ]] && tail -n 30 "$log/$f.log" | tr '\r' '\n' | grep -v '^benchmarks:' >> "$log/summary.txt"
 done
 tar czf "$out/gpu_check.tgz" -C "$log" .

@@ -17,8 +17,8 @@ def test_gpu_check_core_steps_run_and_write_their_summary(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = (tmp_path / "summary.txt").read_text()
-    core = ["tests", "host_ops", "bench_study", "targets", "bench_looped_loads", "bench_tile_loads", "load_modes",
-            "profile"]
+    core = ["tests", "host_ops", "bench_study", "targets", "bench_looped_loads", "bench_persistent", "bench_tile_loads",
+            "load_modes", "profile"]
     for step in core:
         assert f"== {step}:" in summary
     assert summary.count("   exit 0 after") == len(core)

@@ -116,6 +116,29 @@ def test_several_hidden_tiles(monkeypatch, loads, hidden, tiles):
 
 
 @interpreter_only
+@pytest.mark.parametrize("hidden", [24, 40])
+def test_persistent_forward(monkeypatch, hidden):
+    """SDFSRN_TRITON_PERSIST=1: programs looping over the tiles with layer 3's weight blocks loaded once (3
+    programs in the interpreter, so each takes several tiles), in 16-wide tiles (two and three, the last masked):
+    the reference's float64 results."""
+    monkeypatch.setenv("SDFSRN_TRITON_HT", "16")
+    monkeypatch.setenv("SDFSRN_TRITON_PERSIST", "1")
+    from sdfsrn_fast.backends.triton import _programs, kernel_config
+
+    cfg = kernel_config(hidden, 0)
+    assert cfg["PERSIST"] and not kernel_config(hidden, 0, kernel="backward")["PERSIST"]
+    dec, rays, z, weight, S = case(hidden, height=4, width=5, S=8, **SEEN)
+    B, R = rays[0].shape[:2]
+    assert B * -(-R // cfg["BLOCK_R"]) > 2 * _programs(z.device)  # tiles: several a program
+    sil_r, g_r = run("reference", dec, z, rays, S, weight, **SOFT)
+    sil_t, g_t = run("triton", dec, z, rays, S, weight, **SOFT)
+    assert_informative(sil_r, rays[4])
+    torch.testing.assert_close(sil_t, sil_r, rtol=0, atol=1e-13)
+    for a, b in zip(g_t, g_r):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@interpreter_only
 def test_gradcheck_float64():
     """gradcheck of the triton op through its registered autograd (softplus: smooth), in fast mode (random
     directions; the full Jacobian took 217 s in the interpreter), on rays that see the fitted sphere."""

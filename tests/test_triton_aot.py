@@ -28,17 +28,18 @@ def _nvidia_backend_missing():
 
 
 @pytest.mark.skipif(_nvidia_backend_missing() is not None, reason=str(_nvidia_backend_missing()))
-@pytest.mark.parametrize("arch,widths,dots,loads", [("90", ["64", "128"], ["bf16", "fp16", "tf32"], None),
-                                                    ("80", ["64", "128"], ["bf16", "tf32"], None),
-                                                    ("100", ["128"], ["bf16"], None), ("120", ["128"], ["tf32"], None),
-                                                    ("90", ["128"], ["bf16"], "3")])
-def test_gpu_compile(tmp_path, arch, widths, dots, loads):
-    """loads "3": the forward's pipelined loops (SDFSRN_TRITON_LOADS=3, not a default yet) compile as cleanly."""
+@pytest.mark.parametrize("arch,widths,dots,mode", [("90", ["64", "128"], ["bf16", "fp16", "tf32"], {}),
+                                                   ("80", ["64", "128"], ["bf16", "tf32"], {}),
+                                                   ("100", ["128"], ["bf16"], {}), ("120", ["128"], ["tf32"], {}),
+                                                   ("90", ["128"], ["bf16"], {"SDFSRN_TRITON_LOADS": "3"}),
+                                                   ("90", ["128"], ["bf16"], {"SDFSRN_TRITON_PERSIST": "1"})],
+                         ids=["sm90", "sm80", "sm100", "sm120", "sm90-looped", "sm90-persistent"])
+def test_gpu_compile(tmp_path, arch, widths, dots, mode):
+    """The experimental modes (the forward's pipelined loops, SDFSRN_TRITON_LOADS=3, and its persistent programs,
+    SDFSRN_TRITON_PERSIST=1; not defaults yet) compile as cleanly."""
     out = tmp_path / "aot.json"
-    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "SDFSRN_TRITON_LOADS")}
-    env["TRITON_DEFAULT_FP_FUSION"] = "1"  # above: real compilation, not the interpreter
-    if loads is not None:
-        env["SDFSRN_TRITON_LOADS"] = loads
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET" and not k.startswith("SDFSRN_TRITON_")}
+    env.update(TRITON_DEFAULT_FP_FUSION="1", **mode)  # above: real compilation, not the interpreter
     proc = subprocess.run([sys.executable, "-m", "sdfsrn_fast.bench", "--gpu-compile", "--archs", arch,
                            "--widths", *widths, "--dots", *dots, "--json", str(out)],
                           capture_output=True, text=True, timeout=900, env=env)
@@ -56,5 +57,7 @@ def test_gpu_compile(tmp_path, arch, widths, dots, loads):
         elif async_op is None:
             assert r["hgmma"] == r["utchmma"] == 0
         assert 32 < r["registers"] <= 255
-        if loads is not None:
-            assert r["loads"] == (int(loads) if r["kernel"] == "forward" else 1)
+        forward = r["kernel"] == "forward"
+        if "SDFSRN_TRITON_LOADS" in mode:
+            assert r["loads"] == (int(mode["SDFSRN_TRITON_LOADS"]) if forward else 1)
+        assert r["persist"] == ("SDFSRN_TRITON_PERSIST" in mode and forward)

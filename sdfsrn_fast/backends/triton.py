@@ -362,23 +362,19 @@ if triton is not None:
         return sdf
 
     @triton.jit
-    def _render_fwd_kernel(
-        O, D, NEAR, FAR, JIT, VALID,  # rays [B*R, 3] / [B*R]  # noqa: E741 (O: origins)
-        C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, W4, B4,  # shares [B, H]; xyz columns [H, 3]; H x H layers; output
-        SDF, LSE, SIL,  # out: [B*R, S], [B*R], [B*R]; zeros on invalid rays
-        R, S, inv_tau_min, tau_min_over_tau, BETA,
+    def _forward_tile(
+        tile, O, D, NEAR, FAR, JIT, VALID, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, W4, B4, SDF, LSE, SIL,  # noqa: E741
+        R, S, inv_tau_min, tau_min_over_tau, BETA, W3B,
         ACT: tl.constexpr, HAS_JIT: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr,
         BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr,
-        LOADS: tl.constexpr,
+        LOADS: tl.constexpr, HOIST: tl.constexpr,
     ):
-        """Program ``pid = b cdiv(R, BLOCK_R) + j`` takes rays ``[j BLOCK_R, (j + 1) BLOCK_R)`` of shape ``b``: no
-        table of valid rays, hence no ``nonzero`` and no sync on the host. A program whose rays are all invalid
-        only writes their zeros."""
+        """Tile ``tile = b cdiv(R, BLOCK_R) + j``: rays ``[j BLOCK_R, (j + 1) BLOCK_R)`` of shape ``b``. A tile
+        whose rays are all invalid only writes their zeros. HOIST: layer 3's weight blocks are W3B's."""
         BLOCK_M: tl.constexpr = BLOCK_R * BLOCK_S
-        pid = tl.program_id(0)
         per_shape = tl.cdiv(R, BLOCK_R)
-        b = (pid // per_shape).to(tl.int64)
-        first = b * R + (pid % per_shape) * BLOCK_R
+        b = (tile // per_shape).to(tl.int64)
+        first = b * R + (tile % per_shape) * BLOCK_R
         end = b * R + R
         m = tl.arange(0, BLOCK_M)
         ray = first + m // BLOCK_S
@@ -391,57 +387,88 @@ if triton is not None:
             ray_r = first + tl.arange(0, BLOCK_R)
             tl.store(LSE + ray_r, tl.zeros([BLOCK_R], dtype=LSE.dtype.element_ty), mask=ray_r < end)
             tl.store(SIL + ray_r, tl.zeros([BLOCK_R], dtype=SIL.dtype.element_ty), mask=ray_r < end)
-            return
-        ox = tl.load(O + ray * 3 + 0, mask=ray_ok, other=0.0).to(ACC)
-        oy = tl.load(O + ray * 3 + 1, mask=ray_ok, other=0.0).to(ACC)
-        oz = tl.load(O + ray * 3 + 2, mask=ray_ok, other=0.0).to(ACC)
-        dx = tl.load(D + ray * 3 + 0, mask=ray_ok, other=0.0).to(ACC)
-        dy = tl.load(D + ray * 3 + 1, mask=ray_ok, other=0.0).to(ACC)
-        dz = tl.load(D + ray * 3 + 2, mask=ray_ok, other=0.0).to(ACC)
-        near = tl.load(NEAR + ray, mask=ray_ok, other=0.0).to(ACC)
-        step = (tl.load(FAR + ray, mask=ray_ok, other=0.0).to(ACC) - near) / S
-        if HAS_JIT:
-            jit = tl.load(JIT + ray, mask=ray_ok, other=0.0).to(ACC)
-        r = tl.arange(0, HT)
-        b4 = tl.load(B4).to(ACC)
-        m_i = tl.full([BLOCK_R], float("-inf"), dtype=ACC)
-        l_i = tl.zeros([BLOCK_R], dtype=ACC)
-        for s0 in range(0, S, BLOCK_S):
-            k = s0 + m % BLOCK_S
-            ok = ray_ok & (k < S)
-            kf = k.to(ACC) + 0.5
+        else:
+            ox = tl.load(O + ray * 3 + 0, mask=ray_ok, other=0.0).to(ACC)
+            oy = tl.load(O + ray * 3 + 1, mask=ray_ok, other=0.0).to(ACC)
+            oz = tl.load(O + ray * 3 + 2, mask=ray_ok, other=0.0).to(ACC)
+            dx = tl.load(D + ray * 3 + 0, mask=ray_ok, other=0.0).to(ACC)
+            dy = tl.load(D + ray * 3 + 1, mask=ray_ok, other=0.0).to(ACC)
+            dz = tl.load(D + ray * 3 + 2, mask=ray_ok, other=0.0).to(ACC)
+            near = tl.load(NEAR + ray, mask=ray_ok, other=0.0).to(ACC)
+            step = (tl.load(FAR + ray, mask=ray_ok, other=0.0).to(ACC) - near) / S
             if HAS_JIT:
-                kf = kf + jit
-            t = near + kf * step  # as sample_points_at: near + k (far - near) / S
-            px, py, pz = ox + t * dx, oy + t * dy, oz + t * dz
-            if LOADS == 3:  # the hidden layers as pipelined loops (above)
-                h0 = _cat(_layer0(b, px, py, pz, C0, W0P, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H), NT)
-                h1 = _looped_layer(h0, W1, B1, C2, W2P, b, px, py, pz, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H,
-                                   False)
-                h2 = _looped_layer(h1, W2H, B1, C2, W2P, b, px, py, pz, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H,
-                                   True)
-                sdf = _looped_sdf(h2, W3, B3, W4, b4, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H)
-            else:
-                h2 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, ACT, BETA, ACC, DOT, BLOCK_M,
-                                    HT, NT, H, False, SDF, SDF, SDF, 0, 0, H, LOADS)
-                sdf = tl.zeros([BLOCK_M], dtype=ACC) + b4
-                for j in tl.static_range(NT):  # h3 tile by tile into the output layer: one float32 tile at a time
-                    w4 = tl.load(W4 + j * HT + r, mask=j * HT + r < H, other=0.0).to(ACC)
-                    h3 = _layer3(h2, W3, B3, j, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, LOADS)
-                    sdf += tl.sum(h3 * w4[None, :], axis=1)
-            tl.store(SDF + ray * S + k, tl.where(ok, sdf, 0.0).to(SDF.dtype.element_ty), mask=in_range & (k < S))
-            x = tl.reshape(tl.where(ok, -sdf * inv_tau_min, float("-inf")), [BLOCK_R, BLOCK_S])
-            m_new = tl.maximum(m_i, tl.max(x, axis=1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            l_i = l_i * tl.exp(m_i - m_safe) + tl.sum(tl.exp(x - m_safe[:, None]), axis=1)
-            m_i = m_new
-        ray_r = first + tl.arange(0, BLOCK_R)
-        in_r = ray_r < end
-        ok_r = in_r & (tl.load(VALID + ray_r, mask=in_r, other=0) != 0)
-        lse = tl.where(ok_r, m_i + tl.log(tl.where(ok_r, l_i, 1.0)), 0.0)
-        tl.store(LSE + ray_r, lse.to(LSE.dtype.element_ty), mask=in_r)
-        sil = tl.where(ok_r, 1.0 / (1.0 + tl.exp(-lse * tau_min_over_tau)), 0.0)  # sigmoid(-m / tau), m = -tau_min lse
-        tl.store(SIL + ray_r, sil.to(SIL.dtype.element_ty), mask=in_r)
+                jit = tl.load(JIT + ray, mask=ray_ok, other=0.0).to(ACC)
+            r = tl.arange(0, HT)
+            b4 = tl.load(B4).to(ACC)
+            m_i = tl.full([BLOCK_R], float("-inf"), dtype=ACC)
+            l_i = tl.zeros([BLOCK_R], dtype=ACC)
+            for s0 in range(0, S, BLOCK_S):
+                k = s0 + m % BLOCK_S
+                ok = ray_ok & (k < S)
+                kf = k.to(ACC) + 0.5
+                if HAS_JIT:
+                    kf = kf + jit
+                t = near + kf * step  # as sample_points_at: near + k (far - near) / S
+                px, py, pz = ox + t * dx, oy + t * dy, oz + t * dz
+                if LOADS == 3:  # the hidden layers as pipelined loops (above)
+                    h0 = _cat(_layer0(b, px, py, pz, C0, W0P, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H), NT)
+                    h1 = _looped_layer(h0, W1, B1, C2, W2P, b, px, py, pz, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H,
+                                       False)
+                    h2 = _looped_layer(h1, W2H, B1, C2, W2P, b, px, py, pz, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H,
+                                       True)
+                    sdf = _looped_sdf(h2, W3, B3, W4, b4, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H)
+                else:
+                    h2 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, ACT, BETA, ACC, DOT, BLOCK_M,
+                                        HT, NT, H, False, SDF, SDF, SDF, 0, 0, H, LOADS)
+                    sdf = tl.zeros([BLOCK_M], dtype=ACC) + b4
+                    for j in tl.static_range(NT):  # h3 tile by tile into the output layer: one float32 tile at a time
+                        w4 = tl.load(W4 + j * HT + r, mask=j * HT + r < H, other=0.0).to(ACC)
+                        if HOIST:  # layer 3's weight blocks, loaded once per program (_render_fwd_kernel)
+                            h3 = _act(_dot(_cat(h2, NT), W3B[j], tl.zeros([BLOCK_M, HT], dtype=ACC), DOT)
+                                      + _bias(B3, j * HT + r, H), ACT, BETA)
+                        else:
+                            h3 = _layer3(h2, W3, B3, j, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, LOADS)
+                        sdf += tl.sum(h3 * w4[None, :], axis=1)
+                tl.store(SDF + ray * S + k, tl.where(ok, sdf, 0.0).to(SDF.dtype.element_ty), mask=in_range & (k < S))
+                x = tl.reshape(tl.where(ok, -sdf * inv_tau_min, float("-inf")), [BLOCK_R, BLOCK_S])
+                m_new = tl.maximum(m_i, tl.max(x, axis=1))
+                m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+                l_i = l_i * tl.exp(m_i - m_safe) + tl.sum(tl.exp(x - m_safe[:, None]), axis=1)
+                m_i = m_new
+            ray_r = first + tl.arange(0, BLOCK_R)
+            in_r = ray_r < end
+            ok_r = in_r & (tl.load(VALID + ray_r, mask=in_r, other=0) != 0)
+            lse = tl.where(ok_r, m_i + tl.log(tl.where(ok_r, l_i, 1.0)), 0.0)
+            tl.store(LSE + ray_r, lse.to(LSE.dtype.element_ty), mask=in_r)
+            # sigmoid(-m / tau), m = -tau_min lse
+            sil = tl.where(ok_r, 1.0 / (1.0 + tl.exp(-lse * tau_min_over_tau)), 0.0)
+            tl.store(SIL + ray_r, sil.to(SIL.dtype.element_ty), mask=in_r)
+
+    @triton.jit
+    def _render_fwd_kernel(
+        O, D, NEAR, FAR, JIT, VALID,  # rays [B*R, 3] / [B*R]  # noqa: E741 (O: origins)
+        C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, W4, B4,  # shares [B, H]; xyz columns [H, 3]; H x H layers; output
+        SDF, LSE, SIL,  # out: [B*R, S], [B*R], [B*R]; zeros on invalid rays
+        R, S, inv_tau_min, tau_min_over_tau, BETA, N_TILES, NPROG,
+        ACT: tl.constexpr, HAS_JIT: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr,
+        BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr,
+        LOADS: tl.constexpr, PERSIST: tl.constexpr,
+    ):
+        """One tile a program (:func:`_forward_tile`), no table of valid rays, hence no ``nonzero`` and no sync on
+        the host; PERSIST: NPROG programs over all N_TILES tiles, each loading layer 3's weight blocks once."""
+        if PERSIST:
+            KP: tl.constexpr = (4 if NT == 3 else NT) * HT
+            w3b = ()
+            for j in tl.static_range(NT):
+                w3b = w3b + (_operand(_weights(W3, 0, KP, j, HT, H, False, True), DOT),)
+            for tile in range(tl.program_id(0), N_TILES, NPROG):
+                _forward_tile(tile, O, D, NEAR, FAR, JIT, VALID, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, W4, B4, SDF,
+                              LSE, SIL, R, S, inv_tau_min, tau_min_over_tau, BETA, w3b, ACT, HAS_JIT, ACC, DOT,
+                              BLOCK_R, BLOCK_S, HT, NT, H, 2, True)
+        else:
+            _forward_tile(tl.program_id(0), O, D, NEAR, FAR, JIT, VALID, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, W4,
+                          B4, SDF, LSE, SIL, R, S, inv_tau_min, tau_min_over_tau, BETA, (W3,), ACT, HAS_JIT, ACC,
+                          DOT, BLOCK_R, BLOCK_S, HT, NT, H, LOADS, False)
 
     @triton.jit
     def _backprop(d, W, HBUF, first, end, ACT: tl.constexpr, BETA, ACC: tl.constexpr, DOT: tl.constexpr,
@@ -648,7 +675,12 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     most 4 hidden tiles, grouping beyond. LOADS 3, set only by SDFSRN_TRITON_LOADS until a GPU times it: the forward's
     hidden layers as loops that triton pipelines (:func:`_looped_layer`; sm_90 bfloat16: every weight block copied
     ahead by cp.async, 328 B of spill at H = 256 against 120, 0 B at 128; under triton 3.6 968 and 32 B).
-    SDFSRN_TRITON_HT / _BLOCK_M / _WARPS / _STAGES / _LOADS (0, 1, 2) override, for such experiments."""
+    PERSIST, set only by SDFSRN_TRITON_PERSIST=1 until a GPU times it (bfloat16/float16, NT <= 4, sm_90 and up): one
+    program per SM loops over the tiles and loads layer 3's weight blocks once, into shared memory, where the
+    default reads every weight for every 128 points (a third less weight traffic from L2; sm_90 bfloat16: 352 B of
+    spill at H = 256 against 120, 166 KB of shared memory; 0 B and 51 KB at 128; on sm_80 it spilled at 128 and
+    did not fit at 256, hence async-MMA architectures only).
+    SDFSRN_TRITON_HT / _BLOCK_M / _WARPS / _STAGES / _LOADS (0, 1, 2, 3) override, for such experiments."""
     wide = 32 if dot == 1 and hidden <= 128 else 64  # tf32 at 256: 32-wide tiles took minutes to compile
     block_m = (128 if kernel == "forward" else 32) if dot in (2, 3) else 64
     warps = 8
@@ -671,7 +703,9 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
         loads = 1  # the backward has no looped mode
     if loads >= 2 and nt > 4:
         loads = 1
-    return dict(HT=ht, NT=nt, H=hidden, BLOCK_M=block_m, BLOCK_S=block_s,
+    persist = (kernel == "forward" and dot != 1 and nt <= 4 and _async_mma(arch)
+               and env("SDFSRN_TRITON_PERSIST", "0") == "1")
+    return dict(HT=ht, NT=nt, H=hidden, BLOCK_M=block_m, BLOCK_S=block_s, PERSIST=persist,
                 BLOCK_R=block_m // block_s, num_warps=int(env("SDFSRN_TRITON_WARPS", warps)),
                 num_stages=int(env("SDFSRN_TRITON_STAGES", "1")), LOADS=loads)
 
@@ -781,15 +815,24 @@ def _forward_kernel(z, origins, directions, near, far, valid, jitter, weights, n
     # only when read, so that no sync is needed here
     STATS.update(forward_points=lambda: int(valid.sum()) * S, refined_points=0, screened_points=0, screen_error=0.0)
     if B * R:
-        LAUNCHED[("forward", H, dot)] = _render_fwd_kernel[(B * _cdiv(R, cfg["BLOCK_R"]),)](
+        n_tiles = B * _cdiv(R, cfg["BLOCK_R"])
+        nprog = min(n_tiles, _programs(z.device)) if cfg["PERSIST"] else n_tiles
+        LAUNCHED[("forward", H, dot)] = _render_fwd_kernel[(nprog,)](
             origins.contiguous(), directions.contiguous(), near.contiguous(), far.contiguous(),
             jitter.contiguous() if jitter is not None else near, valid.contiguous(),
             w["C0"], w["C2"], w["W0P"], w["W2P"], w["W1"], w["B1"], w["W2H"], w["W3"], w["B3"], w["W4"], w["B4"],
-            sdf, lse, sil, R, S, 1.0 / tau_min, tau_min / tau, float(beta),
+            sdf, lse, sil, R, S, 1.0 / tau_min, tau_min / tau, float(beta), n_tiles, nprog,
             ACT=0 if activation == "relu" else 1, HAS_JIT=jitter is not None, ACC=acc, DOT=dot,
             BLOCK_R=cfg["BLOCK_R"], BLOCK_S=cfg["BLOCK_S"], HT=cfg["HT"], NT=cfg["NT"], H=H, LOADS=cfg["LOADS"],
-            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+            PERSIST=cfg["PERSIST"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return sil.view(B, R), sdf.view(B, R, S), lse.view(B, R)
+
+
+def _programs(device: torch.device) -> int:
+    """Programs of a persistent launch: one per SM on CUDA; 3 in the interpreter (several tiles each in tests)."""
+    if device.type != "cuda":
+        return 3
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 _OUT_DTYPE = {}  # per matmul: whether this torch's CUDA version takes out_dtype (found out on its first call)
@@ -907,8 +950,8 @@ def _aot_source(kernel: str, hidden: int, dot: int, arch: int = 90, activation: 
     if kernel == "forward":
         sig = dict(O=f32, D=f32, NEAR=f32, FAR=f32, JIT=f32, VALID="*i1",
                    **common, B4=f32, SDF=f32, LSE=f32, SIL=f32, R="i32", S="i32", inv_tau_min="fp32",
-                   tau_min_over_tau="fp32", BETA="fp32")
-        const.update(HAS_JIT=True, BLOCK_R=cfg["BLOCK_R"], BLOCK_S=cfg["BLOCK_S"])
+                   tau_min_over_tau="fp32", BETA="fp32", N_TILES="i32", NPROG="i32")
+        const.update(HAS_JIT=True, BLOCK_R=cfg["BLOCK_R"], BLOCK_S=cfg["BLOCK_S"], PERSIST=cfg["PERSIST"])
         fn = _render_fwd_kernel
     else:
         sig = dict(O=f32, D=f32, NEAR=f32, FAR=f32, JIT=f32, IDX="*i64", G=f32, SHAPE_START="*i64", NB="i32",
@@ -954,7 +997,7 @@ def compile_report(arch: int, kernel: str, hidden: int, precision: str) -> dict:
     shared = max(int(ck.metadata.shared), field("SHARED"))
     tensor_core = sum(ops[op] for op in TENSOR_CORE_OPS[arch])
     row = dict(arch=f"sm_{arch}", kernel=kernel, hidden=hidden, precision=precision, block_m=cfg["BLOCK_M"],
-               warps=cfg["num_warps"], loads=cfg["LOADS"], registers=field("REG"),
+               warps=cfg["num_warps"], loads=cfg["LOADS"], persist=cfg["PERSIST"], registers=field("REG"),
                spill_bytes=field("LOCAL") + field("STACK"), shared_bytes=shared, hgmma=ops["HGMMA"],
                utchmma=ops["UTCHMMA"], hmma=ops["HMMA"], ffma=ops["FFMA"], compile_s=seconds)
     problems = []
