@@ -678,8 +678,8 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     PERSIST, set only by SDFSRN_TRITON_PERSIST=1 until a GPU times it (bfloat16/float16, NT <= 4, sm_90 and up): one
     program per SM loops over the tiles and loads layer 3's weight blocks once, into shared memory, where the
     default reads every weight for every 128 points (a third less weight traffic from L2; sm_90 bfloat16: 352 B of
-    spill at H = 256 against 120, 166 KB of shared memory; 0 B and 51 KB at 128; on sm_80 it spilled at 128 and
-    did not fit at 256, hence async-MMA architectures only).
+    spill at H = 256 against 120, 162 KB of shared memory; 0 B and 50 KB at 128; under triton 3.6 1024 and 96 B; on
+    sm_80 it spilled at 128 and did not fit at 256, hence async-MMA architectures only).
     SDFSRN_TRITON_HT / _BLOCK_M / _WARPS / _STAGES / _LOADS (0, 1, 2, 3) override, for such experiments."""
     wide = 32 if dot == 1 and hidden <= 128 else 64  # tf32 at 256: 32-wide tiles took minutes to compile
     block_m = (128 if kernel == "forward" else 32) if dot in (2, 3) else 64
