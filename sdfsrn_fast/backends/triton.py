@@ -675,7 +675,7 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     most 4 hidden tiles, grouping beyond. LOADS 3, set only by SDFSRN_TRITON_LOADS until a GPU times it: the forward's
     hidden layers as loops that triton pipelines (:func:`_looped_layer`; sm_90 bfloat16: every weight block copied
     ahead by cp.async, 328 B of spill at H = 256 against 120, 0 B at 128; under triton 3.6 968 and 32 B).
-    PERSIST, set only by SDFSRN_TRITON_PERSIST=1 until a GPU times it (bfloat16/float16, NT <= 4, sm_90 and up): one
+    PERSIST, set only by SDFSRN_TRITON_PERSIST=1 until a GPU times it (any dot but tf32, NT <= 4, sm_90 and up): one
     program per SM loops over the tiles and loads layer 3's weight blocks once, into shared memory, where the
     default reads every weight for every 128 points (a third less weight traffic from L2; sm_90 bfloat16: 352 B of
     spill at H = 256 against 120, 162 KB of shared memory; 0 B and 50 KB at 128; under triton 3.6 1024 and 96 B; on
