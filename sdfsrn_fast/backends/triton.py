@@ -362,15 +362,25 @@ if triton is not None:
         return sdf
 
     @triton.jit
+    def _weight_blocks(W, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr, DOT: tl.constexpr):
+        """The NT joined weight blocks [KP, HT] of ``h @ W^T`` as dot operands (KP: NT HT, 3 tiles padded to 4)."""
+        KP: tl.constexpr = (4 if NT == 3 else NT) * HT
+        ws = ()
+        for j in tl.static_range(NT):
+            ws = ws + (_operand(_weights(W, 0, KP, j, HT, H, False, True), DOT),)
+        return ws
+
+    @triton.jit
     def _forward_tile(
         tile, O, D, NEAR, FAR, JIT, VALID, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, W4, B4, SDF, LSE, SIL,  # noqa: E741
-        R, S, inv_tau_min, tau_min_over_tau, BETA, W3B,
+        R, S, inv_tau_min, tau_min_over_tau, BETA, W1B, W2B, W3B,
         ACT: tl.constexpr, HAS_JIT: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr,
         BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr,
         LOADS: tl.constexpr, HOIST: tl.constexpr,
     ):
         """Tile ``tile = b cdiv(R, BLOCK_R) + j``: rays ``[j BLOCK_R, (j + 1) BLOCK_R)`` of shape ``b``. A tile
-        whose rays are all invalid only writes their zeros. HOIST: layer 3's weight blocks are W3B's."""
+        whose rays are all invalid only writes their zeros. HOIST 1: layer 3's weight blocks are W3B's (joined, as
+        :func:`_weight_blocks` makes them); 3: every layer's (W1B, W2B, W3B); 0: the weights are read here."""
         BLOCK_M: tl.constexpr = BLOCK_R * BLOCK_S
         per_shape = tl.cdiv(R, BLOCK_R)
         b = (tile // per_shape).to(tl.int64)
@@ -418,12 +428,25 @@ if triton is not None:
                                        True)
                     sdf = _looped_sdf(h2, W3, B3, W4, b4, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H)
                 else:
-                    h2 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, ACT, BETA, ACC, DOT, BLOCK_M,
-                                        HT, NT, H, False, SDF, SDF, SDF, 0, 0, H, LOADS)
+                    if HOIST == 3:
+                        zero = tl.zeros([BLOCK_M, HT], dtype=ACC)
+                        h0 = _cat(_layer0(b, px, py, pz, C0, W0P, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H), NT)
+                        h1 = ()
+                        for j in tl.static_range(NT):
+                            a = _dot(h0, W1B[j], zero, DOT) + _bias(B1, j * HT + r, H)
+                            h1 = h1 + (_operand(_act(a, ACT, BETA), DOT),)
+                        h1 = _cat(h1, NT)
+                        h2 = ()
+                        for j in tl.static_range(NT):
+                            a = _dot(h1, W2B[j], zero, DOT) + _share(C2, W2P, b, px, py, pz, j * HT + r, H)
+                            h2 = h2 + (_operand(_act(a, ACT, BETA), DOT),)
+                    else:
+                        h2 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, ACT, BETA, ACC, DOT,
+                                            BLOCK_M, HT, NT, H, False, SDF, SDF, SDF, 0, 0, H, LOADS)
                     sdf = tl.zeros([BLOCK_M], dtype=ACC) + b4
                     for j in tl.static_range(NT):  # h3 tile by tile into the output layer: one float32 tile at a time
                         w4 = tl.load(W4 + j * HT + r, mask=j * HT + r < H, other=0.0).to(ACC)
-                        if HOIST:  # layer 3's weight blocks, loaded once per program (_render_fwd_kernel)
+                        if HOIST > 0:  # layer 3's weight blocks, loaded once per program (_render_fwd_kernel)
                             h3 = _act(_dot(_cat(h2, NT), W3B[j], tl.zeros([BLOCK_M, HT], dtype=ACC), DOT)
                                       + _bias(B3, j * HT + r, H), ACT, BETA)
                         else:
@@ -455,20 +478,23 @@ if triton is not None:
         LOADS: tl.constexpr, PERSIST: tl.constexpr,
     ):
         """One tile a program (:func:`_forward_tile`), no table of valid rays, hence no ``nonzero`` and no sync on
-        the host; PERSIST: NPROG programs over all N_TILES tiles, each loading layer 3's weight blocks once."""
+        the host; PERSIST: NPROG programs over all N_TILES tiles, each loading weight blocks once: layer 3's, and
+        up to two hidden tiles (H <= 128 in 64-wide tiles: 96 KB in bfloat16) every layer's."""
         if PERSIST:
-            KP: tl.constexpr = (4 if NT == 3 else NT) * HT
-            w3b = ()
-            for j in tl.static_range(NT):
-                w3b = w3b + (_operand(_weights(W3, 0, KP, j, HT, H, False, True), DOT),)
+            HOIST: tl.constexpr = 3 if NT <= 2 else 1
+            w3b = _weight_blocks(W3, HT, NT, H, DOT)
+            if HOIST == 3:
+                w1b, w2b = _weight_blocks(W1, HT, NT, H, DOT), _weight_blocks(W2H, HT, NT, H, DOT)
+            else:
+                w1b, w2b = (W1,), (W2H,)
             for tile in range(tl.program_id(0), N_TILES, NPROG):
                 _forward_tile(tile, O, D, NEAR, FAR, JIT, VALID, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, W4, B4, SDF,
-                              LSE, SIL, R, S, inv_tau_min, tau_min_over_tau, BETA, w3b, ACT, HAS_JIT, ACC, DOT,
-                              BLOCK_R, BLOCK_S, HT, NT, H, 2, True)
+                              LSE, SIL, R, S, inv_tau_min, tau_min_over_tau, BETA, w1b, w2b, w3b, ACT, HAS_JIT, ACC,
+                              DOT, BLOCK_R, BLOCK_S, HT, NT, H, 2, HOIST)
         else:
             _forward_tile(tl.program_id(0), O, D, NEAR, FAR, JIT, VALID, C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, W4,
-                          B4, SDF, LSE, SIL, R, S, inv_tau_min, tau_min_over_tau, BETA, (W3,), ACT, HAS_JIT, ACC,
-                          DOT, BLOCK_R, BLOCK_S, HT, NT, H, LOADS, False)
+                          B4, SDF, LSE, SIL, R, S, inv_tau_min, tau_min_over_tau, BETA, (W1,), (W2H,), (W3,), ACT,
+                          HAS_JIT, ACC, DOT, BLOCK_R, BLOCK_S, HT, NT, H, LOADS, 0)
 
     @triton.jit
     def _backprop(d, W, HBUF, first, end, ACT: tl.constexpr, BETA, ACC: tl.constexpr, DOT: tl.constexpr,
@@ -676,10 +702,11 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     hidden layers as loops that triton pipelines (:func:`_looped_layer`; sm_90 bfloat16: every weight block copied
     ahead by cp.async, 328 B of spill at H = 256 against 120, 0 B at 128; under triton 3.6 968 and 32 B).
     PERSIST, set only by SDFSRN_TRITON_PERSIST=1 until a GPU times it (any dot but tf32, NT <= 4, sm_90 and up): one
-    program per SM loops over the tiles and loads layer 3's weight blocks once, into shared memory, where the
-    default reads every weight for every 128 points (a third less weight traffic from L2; sm_90 bfloat16: 352 B of
-    spill at H = 256 against 120, 162 KB of shared memory; 0 B and 50 KB at 128; under triton 3.6 1024 and 96 B; on
-    sm_80 it spilled at 128 and did not fit at 256, hence async-MMA architectures only).
+    program per SM loops over the tiles and loads weight blocks once, into shared memory, where the default reads
+    every weight for every 128 points: layer 3's at H = 256 (a third less weight traffic from L2; sm_90 bfloat16:
+    352 B of spill against 120, 162 KB of shared memory; triton 3.6: 1024 B), every layer's at two hidden tiles or
+    fewer (H <= 128: no weight read left in the tile loop; 0 B, 98 KB at 128; triton 3.6: 120 B); on sm_80 it
+    spilled at 128 and did not fit at 256, hence async-MMA architectures only.
     SDFSRN_TRITON_HT / _BLOCK_M / _WARPS / _STAGES / _LOADS (0, 1, 2, 3) override, for such experiments."""
     wide = 32 if dot == 1 and hidden <= 128 else 64  # tf32 at 256: 32-wide tiles took minutes to compile
     block_m = (128 if kernel == "forward" else 32) if dot in (2, 3) else 64
