@@ -213,6 +213,12 @@ if triton is not None:
         return _weights(W, i * HT, HT, j, HT, H, TRANSPOSE, H % HT != 0)
 
     @triton.jit
+    def _joined_block(W, j, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr, TRANSPOSE: tl.constexpr):
+        """Column block j of W (TRANSPOSE) or of W^T for the joined operand of :func:`_cat`: [KP, HT], KP = NT HT
+        with 3 tiles padded to 4 (zero rows past H)."""
+        return _weights(W, 0, (4 if NT == 3 else NT) * HT, j, HT, H, TRANSPOSE, True)
+
+    @triton.jit
     def _cat(h, NT: tl.constexpr):
         """The NT [M, HT] tiles of h side by side: [M, NT HT] (NT 1, 2 or 4)."""
         if NT == 1:
@@ -228,7 +234,7 @@ if triton is not None:
 
     @triton.jit
     def _layer(h, W, j, ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, HT: tl.constexpr,
-               NT: tl.constexpr, H: tl.constexpr, TRANSPOSE: tl.constexpr, LOADS: tl.constexpr):
+               NT: tl.constexpr, H: tl.constexpr, TRANSPOSE: tl.constexpr, LOADS: tl.constexpr, WB=None):
         """Output tile j [BLOCK_M, HT] of ``h @ W^T`` (TRANSPOSE False; forward) or ``h @ W`` (True; backward),
         W [H, H] row-major, h a tuple of NT input tiles already in the dot's precision (zero-padded past H).
 
@@ -237,11 +243,13 @@ if triton is not None:
         (hundreds of cycles) before a dot of about 256 cycles; 1, grouped: the NT tiles loaded first, then NT dots,
         each still waited for; 2, joined: h side by side as one [BLOCK_M, NT HT] operand (NT <= 4) and one dot with
         the [NT HT, HT] weight block: one load latency and one wait per output tile. Spill at H = 256 on sm_90 in
-        bfloat16, forward / backward: 224 / 80 B, 232 / 64 B, 120 / 96 B. :func:`kernel_config` picks."""
+        bfloat16, forward / backward: 224 / 80 B, 232 / 64 B, 120 / 96 B. :func:`kernel_config` picks. 4: joined,
+        the blocks given, loaded before (WB, the persistent forward's, from :func:`_weight_blocks`)."""
         acc = tl.zeros([BLOCK_M, HT], dtype=ACC)
         if LOADS == 2:
-            w = _weights(W, 0, (4 if NT == 3 else NT) * HT, j, HT, H, TRANSPOSE, True)  # as _cat: 3 tiles padded to 4
-            acc = _dot(_cat(h, NT), _operand(w, DOT), acc, DOT)
+            acc = _dot(_cat(h, NT), _operand(_joined_block(W, j, HT, NT, H, TRANSPOSE), DOT), acc, DOT)
+        elif LOADS == 4:
+            acc = _dot(_cat(h, NT), WB[j], acc, DOT)
         else:
             ws = ()
             if LOADS == 1:
@@ -291,7 +299,7 @@ if triton is not None:
     def _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, ACT: tl.constexpr, BETA,
                        ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, HT: tl.constexpr,
                        NT: tl.constexpr, H: tl.constexpr, STORE: tl.constexpr, H0, H1, H2, first, end,
-                       LD: tl.constexpr, LOADS: tl.constexpr):
+                       LD: tl.constexpr, LOADS: tl.constexpr, W1B=None, W2B=None):
         """The first three hidden layers at BLOCK_M points; returns h2 (a tuple of NT [BLOCK_M, HT] dot operands; the
         last layer is :func:`_layer3`'s, tile by tile). h0, h1 live only until the next layer has used them;
         with STORE (the backward) each is written to rows [first, end) of H0..H2 [n, H] (row stride LD) right away."""
@@ -301,13 +309,13 @@ if triton is not None:
             _store_tiles(H0, first, end, h0, BLOCK_M, HT, NT, H, LD)
         h1 = ()
         for j in tl.static_range(NT):
-            a = _layer(h0, W1, j, ACC, DOT, BLOCK_M, HT, NT, H, False, LOADS) + _bias(B1, j * HT + r, H)
+            a = _layer(h0, W1, j, ACC, DOT, BLOCK_M, HT, NT, H, False, LOADS, W1B) + _bias(B1, j * HT + r, H)
             h1 = h1 + (_operand(_act(a, ACT, BETA), DOT),)
         if STORE:
             _store_tiles(H1, first, end, h1, BLOCK_M, HT, NT, H, LD)
         h2 = ()
         for j in tl.static_range(NT):
-            a = (_layer(h1, W2H, j, ACC, DOT, BLOCK_M, HT, NT, H, False, LOADS)
+            a = (_layer(h1, W2H, j, ACC, DOT, BLOCK_M, HT, NT, H, False, LOADS, W2B)
                  + _share(C2, W2P, b, px, py, pz, j * HT + r, H))
             h2 = h2 + (_operand(_act(a, ACT, BETA), DOT),)
         if STORE:
@@ -316,9 +324,9 @@ if triton is not None:
 
     @triton.jit
     def _layer3(h2, W3, B3, j, ACT: tl.constexpr, BETA, ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr,
-                HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr, LOADS: tl.constexpr):
+                HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr, LOADS: tl.constexpr, W3B=None):
         """Tile j of h3 (accumulator dtype)."""
-        a = _layer(h2, W3, j, ACC, DOT, BLOCK_M, HT, NT, H, False, LOADS) + _bias(B3, j * HT + tl.arange(0, HT), H)
+        a = _layer(h2, W3, j, ACC, DOT, BLOCK_M, HT, NT, H, False, LOADS, W3B) + _bias(B3, j * HT + tl.arange(0, HT), H)
         return _act(a, ACT, BETA)
 
     # LOADS 3 (the forward only): each hidden layer a loop over its output tiles, which triton software-pipelines
@@ -336,8 +344,8 @@ if triton is not None:
         r = tl.arange(0, HT)
         out = tl.zeros([BLOCK_M, KP], dtype=hcat.dtype)
         for j in tl.range(0, NT, num_stages=3):
-            acc = _dot(hcat, _operand(_weights(W, 0, KP, j, HT, H, False, True), DOT),
-                       tl.zeros([BLOCK_M, HT], dtype=ACC), DOT)
+            acc = _dot(hcat, _operand(_joined_block(W, j, HT, NT, H, False), DOT), tl.zeros([BLOCK_M, HT], dtype=ACC),
+                       DOT)
             if SHARE:
                 acc = acc + _share(C, W_P, b, px, py, pz, j * HT + r, H)
             else:
@@ -351,23 +359,21 @@ if triton is not None:
     def _looped_sdf(hcat, W3, B3, W4, b4, ACT: tl.constexpr, BETA, ACC: tl.constexpr, DOT: tl.constexpr,
                     BLOCK_M: tl.constexpr, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr):
         """The last hidden layer from hcat (joined) in a pipelined loop, each tile straight into the output layer."""
-        KP: tl.constexpr = (4 if NT == 3 else NT) * HT
         r = tl.arange(0, HT)
         sdf = tl.zeros([BLOCK_M], dtype=ACC) + b4
         for j in tl.range(0, NT, num_stages=3):
-            acc = _dot(hcat, _operand(_weights(W3, 0, KP, j, HT, H, False, True), DOT),
-                       tl.zeros([BLOCK_M, HT], dtype=ACC), DOT) + _bias(B3, j * HT + r, H)
+            acc = _dot(hcat, _operand(_joined_block(W3, j, HT, NT, H, False), DOT), tl.zeros([BLOCK_M, HT], dtype=ACC),
+                       DOT) + _bias(B3, j * HT + r, H)
             w4 = tl.load(W4 + j * HT + r, mask=j * HT + r < H, other=0.0).to(ACC)
             sdf += tl.sum(_act(acc, ACT, BETA) * w4[None, :], axis=1)
         return sdf
 
     @triton.jit
     def _weight_blocks(W, HT: tl.constexpr, NT: tl.constexpr, H: tl.constexpr, DOT: tl.constexpr):
-        """The NT joined weight blocks [KP, HT] of ``h @ W^T`` as dot operands (KP: NT HT, 3 tiles padded to 4)."""
-        KP: tl.constexpr = (4 if NT == 3 else NT) * HT
+        """The NT joined weight blocks of ``h @ W^T`` (:func:`_joined_block`) as dot operands."""
         ws = ()
         for j in tl.static_range(NT):
-            ws = ws + (_operand(_weights(W, 0, KP, j, HT, H, False, True), DOT),)
+            ws = ws + (_operand(_joined_block(W, j, HT, NT, H, False), DOT),)
         return ws
 
     @triton.jit
@@ -427,30 +433,15 @@ if triton is not None:
                     h2 = _looped_layer(h1, W2H, B1, C2, W2P, b, px, py, pz, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H,
                                        True)
                     sdf = _looped_sdf(h2, W3, B3, W4, b4, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H)
-                else:
-                    if HOIST == 3:
-                        zero = tl.zeros([BLOCK_M, HT], dtype=ACC)
-                        h0 = _cat(_layer0(b, px, py, pz, C0, W0P, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H), NT)
-                        h1 = ()
-                        for j in tl.static_range(NT):
-                            a = _dot(h0, W1B[j], zero, DOT) + _bias(B1, j * HT + r, H)
-                            h1 = h1 + (_operand(_act(a, ACT, BETA), DOT),)
-                        h1 = _cat(h1, NT)
-                        h2 = ()
-                        for j in tl.static_range(NT):
-                            a = _dot(h1, W2B[j], zero, DOT) + _share(C2, W2P, b, px, py, pz, j * HT + r, H)
-                            h2 = h2 + (_operand(_act(a, ACT, BETA), DOT),)
-                    else:
-                        h2 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, ACT, BETA, ACC, DOT,
-                                            BLOCK_M, HT, NT, H, False, SDF, SDF, SDF, 0, 0, H, LOADS)
+                else:  # HOIST: the weight blocks given (load mode 4 of _layer) for layer 3, or for every layer
+                    h2 = _decoder_tiles(b, px, py, pz, C0, C2, W0P, W2P, W1, B1, W2H, ACT, BETA, ACC, DOT,
+                                        BLOCK_M, HT, NT, H, False, SDF, SDF, SDF, 0, 0, H, 4 if HOIST == 3 else LOADS,
+                                        W1B, W2B)
                     sdf = tl.zeros([BLOCK_M], dtype=ACC) + b4
                     for j in tl.static_range(NT):  # h3 tile by tile into the output layer: one float32 tile at a time
                         w4 = tl.load(W4 + j * HT + r, mask=j * HT + r < H, other=0.0).to(ACC)
-                        if HOIST > 0:  # layer 3's weight blocks, loaded once per program (_render_fwd_kernel)
-                            h3 = _act(_dot(_cat(h2, NT), W3B[j], tl.zeros([BLOCK_M, HT], dtype=ACC), DOT)
-                                      + _bias(B3, j * HT + r, H), ACT, BETA)
-                        else:
-                            h3 = _layer3(h2, W3, B3, j, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, LOADS)
+                        h3 = _layer3(h2, W3, B3, j, ACT, BETA, ACC, DOT, BLOCK_M, HT, NT, H, 4 if HOIST > 0 else LOADS,
+                                     W3B)
                         sdf += tl.sum(h3 * w4[None, :], axis=1)
                 tl.store(SDF + ray * S + k, tl.where(ok, sdf, 0.0).to(SDF.dtype.element_ty), mask=in_range & (k < S))
                 x = tl.reshape(tl.where(ok, -sdf * inv_tau_min, float("-inf")), [BLOCK_R, BLOCK_S])
