@@ -480,8 +480,11 @@ def _table(rows: list[dict], peak: dict) -> str:
 def gpu_compile(archs, widths, dots, json_path=None) -> int:
     """``--gpu-compile``: every triton kernel compiled for each arch, width and dot precision; one table; 1 where a
     kernel spills at H <= 128, exceeds the architecture's shared memory or uses no tensor-core instruction."""
-    from .backends.triton import compile_report
+    from .backends.triton import SHARED_LIMIT, compile_report
 
+    unknown = [a for a in archs if a not in SHARED_LIMIT]
+    if unknown:
+        raise SystemExit(f"--archs: sm_{unknown[0]} is not one of the known targets {sorted(SHARED_LIMIT)}")
     rows = []
     head = (f"{'arch':<6} {'kernel':<9} {'H':>4} {'dot':<5} {'BLOCK_M':>7} {'warps':>5} {'regs':>5} {'spill B':>8} "
             f"{'smem KB':>8} {'HGMMA':>6} {'UTCHMMA':>7} {'HMMA':>6} {'FFMA':>7} {'s':>5}  problems")
@@ -547,8 +550,8 @@ def main(argv=None) -> None:
     p.add_argument("--host-ops", action="store_true",
                    help="instead: count the aten calls and syncs the triton backend's host side issues in one forward "
                         "and one backward at each of --shapes and --precisions")
-    p.add_argument("--archs", nargs="+", type=int, default=[80, 90], choices=[80, 86, 89, 90, 100, 120],
-                   help="--gpu-compile: sm_XX targets")
+    p.add_argument("--archs", nargs="+", type=int, default=[80, 90],
+                   help="--gpu-compile: sm_XX targets (those of backends.triton.SHARED_LIMIT)")
     p.add_argument("--widths", nargs="+", type=int, default=[64, 128, 256], help="--gpu-compile: hidden widths")
     p.add_argument("--dots", nargs="+", default=["bf16", "fp16", "tf32"], help="--gpu-compile: dot precisions")
     p.add_argument("--worker", nargs=4, metavar=("BACKEND", "SHAPE", "MODE", "PRECISION"), help=argparse.SUPPRESS)
