@@ -93,7 +93,7 @@ bf16 matmul rate measured in the same run; the kernel alone 1.07 ms, about 34%);
 backward chunk) against 13.7 ms, with 117 MB peak (8192-sample chunks) against 554 MB. That run's host side (sample
 selection, program tables, about 70 small ops a backward chunk, five syncs of the eager NaN checks) took more time
 than the GPU did; since then (not yet timed on a GPU) the host issues no sync in the forward and one in the
-backward (``render`` reads its value checks once the work is queued), and 19 + 83 aten calls a forward+backward
+backward (``render`` reads its value checks once the work is queued), and 19 + 85 aten calls a forward+backward
 instead of 49 + 167, 8 + 31 of them not views instead of 34 + 123 (``python -m sdfsrn_fast.bench --host-ops
 --shapes tiny``, one backward chunk, AMD EPYC, 2026-11-29); the backward holds one chunk buffer, not two.
 """
