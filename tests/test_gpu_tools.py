@@ -1,30 +1,54 @@
-"""The scripts a lent GPU runs, checked without one: ``benchmarks/gpu_check.sh`` runs every step of its core part
-and writes its summary and archive (with ``true`` standing in for Python: a broken step list or quoting shows here,
-not in the GPU's time), and ``benchmarks/targets.py`` reads the issue's three targets off the H200 run's JSON as
-docs/performance.md reports them."""
+"""The scripts a lent GPU runs, checked without one: ``benchmarks/gpu_check.sh`` runs the steps of each of its parts
+and writes their summary and archive (with ``true`` standing in for Python and Nsight Compute: a broken step list or
+quoting shows here, not in the GPU's time), and ``benchmarks/targets.py`` reads the issue's three targets off the
+H200 run's JSON as docs/performance.md reports them."""
 
 import os
 import subprocess
 import sys
 import tarfile
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_gpu_check_core_steps_run_and_write_their_summary(tmp_path):
-    env = dict(os.environ, PYTHON="true")
-    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", str(tmp_path), "core"], cwd=ROOT, env=env,
+PARTS = {
+    "core": ["tests", "bench_study", "targets", "bench_reference_compiled", "bench_large", "train_bf16"],
+    "tune": ["host_ops", "bench_default_loads", "bench_looped_loads", "bench_persistent", "bench_tile_loads",
+             "bench_grouped_loads", "load_modes", "profile", "ncu_forward"],
+    "rest": ["kernel_resources", "bench_forward_block64", "bench_exact32", "train_fp32"],
+}
+
+
+def _run_gpu_check(tmp_path, part):
+    env = dict(os.environ, PYTHON="true", NCU="true")
+    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", str(tmp_path), part], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = (tmp_path / "summary.txt").read_text()
-    core = ["tests", "host_ops", "bench_study", "targets", "bench_looped_loads", "bench_persistent", "bench_tile_loads",
-            "load_modes", "profile"]
-    for step in core:
-        assert f"== {step}:" in summary
-    assert summary.count("   exit 0 after") == len(core)
-    assert "== train_bf16:" not in summary  # the rest's steps are not the core's
+    return (tmp_path / "summary.txt").read_text()
+
+
+@pytest.mark.parametrize("part", list(PARTS))
+def test_gpu_check_parts_run_their_steps_and_write_their_summary(tmp_path, part):
+    summary = _run_gpu_check(tmp_path, part)
+    steps = [line.split(":")[0][3:] for line in summary.splitlines() if line.startswith("== ")]
+    assert steps == PARTS[part]
+    assert summary.count("   exit 0 after") == len(steps)
     with tarfile.open(tmp_path / "gpu_check.tgz") as tar:
         assert "./summary.txt" in tar.getnames()
+
+
+def test_gpu_check_step_limits_keep_the_core_under_8_minutes():
+    """The issue asks the GPU run (CUDA tests, study and large benchmarks, 20 study epochs) in under 8 minutes: the
+    core part's step limits, read off the script, sum to less."""
+    limits = {}
+    for line in open(os.path.join(ROOT, "benchmarks", "gpu_check.sh")):
+        if line.startswith("step "):
+            name, limit = line.split()[1:3]
+            limits[name] = int(limit)
+    assert sorted(limits) == sorted(sum(PARTS.values(), []))  # every step in exactly one part
+    assert sum(limits[name] for name in PARTS["core"]) < 8 * 60
 
 
 def test_targets_reads_the_h200_run():
