@@ -351,11 +351,15 @@ def render(
     z = z.to(origins.dtype)  # a copy if z came in autocast's dtype; autograd carries the gradient back
     args = dict(z=z, origins=origins, directions=directions, near=near, far=far, jitter=jitter)
     b = _pick_backend(backend, decoder, args)
-    if b.name == "reference":
-        sil = b.run(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter,
-                    compute_dtype)
-    else:
-        sil = b.run(decoder, z, origins, directions, near, far, valid, num_samples, _as_tensor(tau),
-                    _as_tensor(tau_min), float(grad_eps), jitter, compute_dtype)
+    try:
+        if b.name == "reference":
+            sil = b.run(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter,
+                        compute_dtype)
+        else:
+            sil = b.run(decoder, z, origins, directions, near, far, valid, num_samples, _as_tensor(tau),
+                        _as_tensor(tau_min), float(grad_eps), jitter, compute_dtype)
+    except Exception:
+        checked()  # a bad value, where there is one, says more than the error it caused in the backend
+        raise
     checked()  # on CUDA the value checks are read once the render is queued (see _value_checks)
     return sil

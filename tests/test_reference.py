@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from sdfsrn_fast import SDFDecoder, available_backends, render
+from sdfsrn_fast import SDFDecoder, _dispatch, available_backends, render
 from sdfsrn_fast.study.data import make_dataset
 
 from conftest import make_rays, small_decoder
@@ -181,6 +181,51 @@ def test_bad_tensor_input_names_the_argument(name, change, match):
     args[name] = change(args)
     with pytest.raises((ValueError, TypeError), match=match):
         render(**args, num_samples=4)
+
+
+LATE_BAD = [
+    ("z", lambda a: torch.full((2, 4), float("nan")), "`z` contains NaN"),
+    ("far", lambda a: _poison(a["far"], float("inf")), "`far` contains NaN or inf"),
+    ("jitter", lambda a: torch.full_like(a["near"], 0.5), "`jitter` must lie in"),
+]
+
+
+@pytest.mark.parametrize("backend", available_backends())
+def test_bad_values_read_after_the_backend_ran_still_name_the_argument(monkeypatch, backend):
+    """On CUDA the value checks are read once the backend has queued its work (no idle GPU while the host prepares
+    it), so every backend first runs on the bad values: emulated here by reading the CPU's checks after it. The error
+    is the argument's, not one the bad value caused in the backend; then a good call renders as before."""
+    checks = _dispatch._value_checks
+    monkeypatch.setattr(_dispatch, "_value_checks", lambda tensors, jitter: lambda: checks(tensors, jitter))
+    for name, change, match in LATE_BAD:
+        args = _good_args()
+        args[name] = change(args)
+        with pytest.raises(ValueError, match=match):
+            render(**args, num_samples=4, backend=backend)
+    args = _good_args()
+    torch.testing.assert_close(render(**args, num_samples=4, backend=backend),
+                               render(**args, num_samples=4, backend="reference"), rtol=1e-4, atol=1e-5)
+
+
+def test_a_bad_value_is_named_where_the_backend_fails_on_it(monkeypatch):
+    """A backend that raises on a bad value (read after it, as on CUDA): the error names the value."""
+    checks = _dispatch._value_checks
+    monkeypatch.setattr(_dispatch, "_value_checks", lambda tensors, jitter: lambda: checks(tensors, jitter))
+
+    class Failing:
+        name = "failing"
+
+        @staticmethod
+        def run(*args):
+            raise RuntimeError("an index out of range in a kernel")
+
+    monkeypatch.setattr(_dispatch, "_pick_backend", lambda *args: Failing)
+    args = _good_args()
+    args["z"] = torch.full((2, 4), float("nan"))
+    with pytest.raises(ValueError, match="`z` contains NaN"):
+        render(**args, num_samples=4)
+    with pytest.raises(RuntimeError, match="index out of range"):  # good values: the backend's own error
+        render(**_good_args(), num_samples=4)
 
 
 def test_empty_batch():
