@@ -698,6 +698,10 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     352 B of spill against 120, 162 KB of shared memory; triton 3.6: 1024 B), every layer's at two hidden tiles or
     fewer (H <= 128: no weight read left in the tile loop; 0 B, 98 KB at 128; triton 3.6: 120 B); on sm_80 it
     spilled at 128 and did not fit at 256, hence async-MMA architectures only.
+    Triton before 3.9 (the lent H200 had 3.6) spilled with sm_90's tiles at H = 128 (forward 8 B in bfloat16 and
+    float16, 56 B in tf32; tf32 backward 16 B): there the forward takes 32-wide tiles (and 64 points in tf32), the tf32
+    backward 32 points and 64-wide tiles, none of which spills under 3.6 (under 3.9 the 32-wide bfloat16 forward spills
+    none either; the tf32 ones spill 8 and 16 B, hence by version).
     SDFSRN_TRITON_HT / _BLOCK_M / _WARPS / _STAGES / _LOADS (0, 1, 2, 3) override, for such experiments."""
     wide = 32 if dot == 1 and hidden <= 128 else 64  # tf32 at 256: 32-wide tiles took minutes to compile
     block_m = (128 if kernel == "forward" else 32) if dot in (2, 3) else 64
@@ -709,6 +713,13 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
             block_m, warps, wide = 16, 4, 64
         elif kernel == "forward":
             block_m, warps = 32, 4
+    if arch == 90 and 64 < hidden <= 128 and _triton_version() < (3, 9):
+        # triton before 3.9 (the lent H200's 3.6) allocates registers differently: the tiles above spilled there
+        # (forward 8 B in bfloat16, 56 B in tf32; tf32 backward 16 B), these compile to none (sm_90, triton 3.6)
+        if kernel == "forward":
+            block_m, wide = (64 if dot == 1 else block_m), 32
+        elif dot == 1:
+            block_m, wide = 32, 64
     ht = min(wide, max(16, _pow2(hidden)))
     env = os.environ.get
     ht = int(env("SDFSRN_TRITON_HT", ht))
@@ -726,6 +737,11 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     return dict(HT=ht, NT=nt, H=hidden, BLOCK_M=block_m, BLOCK_S=block_s, PERSIST=persist,
                 BLOCK_R=block_m // block_s, num_warps=int(env("SDFSRN_TRITON_WARPS", warps)),
                 num_stages=int(env("SDFSRN_TRITON_STAGES", "1")), LOADS=loads)
+
+
+def _triton_version() -> tuple:
+    """The installed triton's (major, minor)."""
+    return tuple(int(v) for v in triton.__version__.split(".")[:2])
 
 
 def _async_mma(arch: int) -> bool:
