@@ -48,7 +48,7 @@ step() {  # step NAME LIMIT_S COMMAND...: runs it with a time limit, logs it, go
 triton.__version__, torch.cuda.get_device_name())"; nproc; } > "$log/machine.txt" 2>&1
 cat "$log/machine.txt" | tee -a "$log/summary.txt"
 bench="$py -m sdfsrn_fast.bench --rounds 20"
-step tests 130 $py -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_triton.py
+step tests 150 $py -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_triton.py
 step bench_study 140 $bench --shapes study --modes forward_backward forward --precisions bf16 tf32 \
     --backends ${BENCH_BACKENDS:-triton compiled reference} --json "$log/bench_study.json"
 step targets 10 $py benchmarks/targets.py "$log/bench_study.json"
@@ -56,7 +56,7 @@ step bench_reference_compiled 40 $bench --shapes study --modes forward_backward 
     --backends reference_compiled --json "$log/bench_reference_compiled.json"
 step bench_large 60 $bench --shapes large --modes forward_backward forward --precisions bf16 \
     --backends triton compiled --json "$log/bench_large.json"
-step train_bf16 70 $py -m sdfsrn_fast.study.train --preset study --epochs 20 --eval-every 0 --figures false \
+step train_bf16 50 $py -m sdfsrn_fast.study.train --preset study --epochs 20 --eval-every 0 --figures false \
     --snapshot-every 0 --precision bf16 --no-progress --overwrite --out "$log/study_bf16"
 step host_ops 60 $py -m sdfsrn_fast.bench --host-ops --shapes study --precisions bf16
 step bench_default_loads 40 $bench --shapes study --modes forward_backward forward --precisions bf16 \
