@@ -27,13 +27,28 @@ def _nvidia_backend_missing():
     return None
 
 
+def _triton_before_3_9():
+    import triton
+
+    return tuple(int(v) for v in triton.__version__.split(".")[:2]) < (3, 9)
+
+
+# Tuned under triton 3.9. Under 3.6 (the lent H200's; torch 2.11 + triton 3.6 on the CPU, 2026-11-29) the default
+# tiles pass on sm_80 and sm_90 (kernel_config picks sm_90's H = 128 tiles by version), but the experimental modes
+# spill at H = 128 (pipelined loops 104 B, persistent 8 B) and sm_100's forward shows no tensor-core instruction.
+_TUNED_UNDER_3_9 = pytest.mark.xfail(_nvidia_backend_missing() is None and _triton_before_3_9(), strict=False,
+                                     reason="tuned under triton 3.9; spills or no tcgen05 under older triton")
+
+
 @pytest.mark.skipif(_nvidia_backend_missing() is not None, reason=str(_nvidia_backend_missing()))
-@pytest.mark.parametrize("arch,widths,dots,mode", [("90", ["64", "128"], ["bf16", "fp16", "tf32"], {}),
-                                                   ("80", ["64", "128"], ["bf16", "tf32"], {}),
-                                                   ("100", ["128"], ["bf16"], {}), ("120", ["128"], ["tf32"], {}),
-                                                   ("90", ["128"], ["bf16"], {"SDFSRN_TRITON_LOADS": "3"}),
-                                                   ("90", ["128"], ["bf16"], {"SDFSRN_TRITON_PERSIST": "1"})],
-                         ids=["sm90", "sm80", "sm100", "sm120", "sm90-looped", "sm90-persistent"])
+@pytest.mark.parametrize("arch,widths,dots,mode", [
+    pytest.param("90", ["64", "128"], ["bf16", "fp16", "tf32"], {}, id="sm90"),
+    pytest.param("80", ["64", "128"], ["bf16", "tf32"], {}, id="sm80"),
+    pytest.param("100", ["128"], ["bf16"], {}, id="sm100", marks=_TUNED_UNDER_3_9),
+    pytest.param("120", ["128"], ["tf32"], {}, id="sm120"),
+    pytest.param("90", ["128"], ["bf16"], {"SDFSRN_TRITON_LOADS": "3"}, id="sm90-looped", marks=_TUNED_UNDER_3_9),
+    pytest.param("90", ["128"], ["bf16"], {"SDFSRN_TRITON_PERSIST": "1"}, id="sm90-persistent",
+                 marks=_TUNED_UNDER_3_9)])
 def test_gpu_compile(tmp_path, arch, widths, dots, mode):
     """The experimental modes (the forward's pipelined loops, SDFSRN_TRITON_LOADS=3, and its persistent programs,
     SDFSRN_TRITON_PERSIST=1; not defaults yet) compile as cleanly."""
