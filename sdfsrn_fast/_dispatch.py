@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .backends import compiled
+from .backends import compiled, triton_version
 from .backends.reference import render_reference
 from .models import SDFDecoder
 
@@ -70,7 +70,22 @@ def _triton_unsupported(decoder, args) -> Optional[str]:
     # in float32 (backends/triton.py, `screens`)
     if device.type == "cuda" and args["origins"].dtype == torch.float64:
         return "float64 is the compiled backend's on CUDA"
+    if device.type == "cuda":
+        reason = _triton_toolchain_unsupported(torch.cuda.get_device_capability(device), triton_version(),
+                                               decoder.hidden_dim)
+        if reason is not None:
+            return reason
     return compiled.unsupported(decoder, args)  # the same rule for ray gradients
+
+
+def _triton_toolchain_unsupported(capability: tuple, version: tuple, hidden: int) -> Optional[str]:
+    """Triton before 3.9 compiles the forward kernel for sm_100-class GPUs (B200, B300: tcgen05) at hidden widths
+    above 64 to nothing but a trap (``python -m sdfsrn_fast.bench --gpu-compile --archs 100`` under triton 3.6:
+    4 registers, ``BPT.TRAP``; 3.9 compiles it to tcgen05 dots; neither run on such a GPU)."""
+    if 10 <= capability[0] < 12 and version < (3, 9) and hidden > 64:
+        return (f"triton {'.'.join(map(str, version))} compiles its forward kernel for "
+                f"sm_{capability[0]}{capability[1]} at hidden width {hidden} to a trap; it needs triton >= 3.9")
+    return None
 
 
 def _triton_auto_unsuited(decoder, args) -> Optional[str]:

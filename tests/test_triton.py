@@ -14,7 +14,7 @@ import os
 import pytest
 import torch
 
-from sdfsrn_fast import SDFDecoder, render
+from sdfsrn_fast import SDFDecoder, _dispatch, render
 from sdfsrn_fast._dispatch import _pick_backend, available_backends
 from sdfsrn_fast.backends.fused import decoder_weights
 
@@ -258,6 +258,17 @@ def test_dispatch():
     wide = SDFDecoder(latent_dim=4, hidden_dim=300).to(DEVICE)
     with pytest.raises(RuntimeError, match="up to 256"):
         _pick_backend("triton", wide, args)
+
+
+def test_triton_before_3_9_is_refused_on_sm100_above_width_64():
+    """Triton 3.6 compiles the forward for sm_100 to a trap above width 64 (--gpu-compile, docs/performance.md):
+    there the backend says so (auto then takes the compiled backend); 3.9, sm_90, sm_120 and width 64 go on."""
+    reason = _dispatch._triton_toolchain_unsupported((10, 0), (3, 6), 128)
+    assert reason is not None and "triton 3.6" in reason and "sm_100" in reason and ">= 3.9" in reason
+    assert _dispatch._triton_toolchain_unsupported((10, 3), (3, 8), 256) is not None
+    for capability, version, hidden in [((10, 0), (3, 9), 128), ((10, 0), (3, 6), 64), ((9, 0), (3, 6), 256),
+                                        ((12, 0), (3, 6), 128), ((8, 0), (3, 6), 128)]:
+        assert _dispatch._triton_toolchain_unsupported(capability, version, hidden) is None
 
 
 def test_unavailable_without_gpu_or_interpreter(monkeypatch):

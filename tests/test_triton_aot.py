@@ -35,9 +35,10 @@ def _triton_before_3_9():
 
 # Tuned under triton 3.9. Under 3.6 (the lent H200's; torch 2.11 + triton 3.6 on the CPU, 2026-11-29) the default
 # tiles pass on sm_80 and sm_90 (kernel_config picks sm_90's H = 128 tiles by version), but the experimental modes
-# spill at H = 128 (pipelined loops 104 B, persistent 8 B) and sm_100's forward shows no tensor-core instruction.
+# spill at H = 128 (pipelined loops 104 B, persistent 8 B) and sm_100's forward compiles to a trap (which render
+# refuses: _dispatch._triton_toolchain_unsupported).
 _TUNED_UNDER_3_9 = pytest.mark.xfail(_nvidia_backend_missing() is None and _triton_before_3_9(), strict=False,
-                                     reason="tuned under triton 3.9; spills or no tcgen05 under older triton")
+                                     reason="tuned under triton 3.9; spills or a trap under older triton")
 
 
 @pytest.mark.skipif(_nvidia_backend_missing() is not None, reason=str(_nvidia_backend_missing()))

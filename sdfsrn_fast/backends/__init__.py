@@ -6,3 +6,18 @@
 - :mod:`.compiled`: that algorithm with ``torch.compile``-d chunk kernels, as custom ops (CPU, CUDA, MPS);
 - :mod:`._ops`: the custom-op pattern (forward op, backward op, fakes, autograd) every fast backend registers with.
 """
+
+import importlib.metadata
+
+
+def triton_version() -> tuple:
+    """The installed triton's (major, minor), read without importing it (torch's nightly builds name its
+    distribution pytorch-triton)."""
+    for name in ("triton", "pytorch-triton"):
+        try:
+            return tuple(int(v) for v in importlib.metadata.version(name).split(".")[:2])
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    import triton
+
+    return tuple(int(v) for v in triton.__version__.split(".")[:2])

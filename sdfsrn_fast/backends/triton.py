@@ -104,6 +104,7 @@ import os
 
 import torch
 
+from . import triton_version
 from ._ops import define_render_ops
 from .fused import STATS, decoder_weights
 
@@ -713,7 +714,7 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
             block_m, warps, wide = 16, 4, 64
         elif kernel == "forward":
             block_m, warps = 32, 4
-    if arch == 90 and 64 < hidden <= 128 and _triton_version() < (3, 9):
+    if arch == 90 and 64 < hidden <= 128 and triton_version() < (3, 9):
         # triton before 3.9 (the lent H200's 3.6) allocates registers differently: the tiles above spilled there
         # (forward 8 B in bfloat16, 56 B in tf32; tf32 backward 16 B), these compile to none (sm_90, triton 3.6)
         if kernel == "forward":
@@ -737,11 +738,6 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     return dict(HT=ht, NT=nt, H=hidden, BLOCK_M=block_m, BLOCK_S=block_s, PERSIST=persist,
                 BLOCK_R=block_m // block_s, num_warps=int(env("SDFSRN_TRITON_WARPS", warps)),
                 num_stages=int(env("SDFSRN_TRITON_STAGES", "1")), LOADS=loads)
-
-
-def _triton_version() -> tuple:
-    """The installed triton's (major, minor)."""
-    return tuple(int(v) for v in triton.__version__.split(".")[:2])
 
 
 def _async_mma(arch: int) -> bool:
@@ -1039,7 +1035,9 @@ def compile_report(arch: int, kernel: str, hidden: int, precision: str) -> dict:
         problems.append("spills at H <= 128")
     if shared > SHARED_LIMIT[arch]:
         problems.append(f"shared memory {shared} B over the sm_{arch} limit {SHARED_LIMIT[arch]} B")
-    if tensor_core == 0:
+    if re.search(r"\bBPT\.TRAP\b", sass) and ops["FFMA"] == 0:  # the whole body compiled away to a trap
+        problems.append("compiles to a trap")
+    elif tensor_core == 0:
         problems.append("no tensor-core instruction")
     if row["registers"] <= 32 and row["spill_bytes"]:
         problems.append("32 registers: everything spilled")
