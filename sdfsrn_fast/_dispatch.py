@@ -70,7 +70,7 @@ def _triton_unsupported(decoder, args) -> Optional[str]:
     # in float32 (backends/triton.py, `screens`)
     if device.type == "cuda" and args["origins"].dtype == torch.float64:
         return "float64 is the compiled backend's on CUDA"
-    if device.type == "cuda":
+    if device.type == "cuda" and triton_version() < (3, 9):  # (the device's capability only where it matters)
         reason = _triton_toolchain_unsupported(torch.cuda.get_device_capability(device), triton_version(),
                                                decoder.hidden_dim)
         if reason is not None:
