@@ -16,7 +16,8 @@
 #        PART: all (default), core, tune, rest, or step names separated by commas; BENCH_BACKENDS: the study
 #        benchmark's backends; NCU: the Nsight Compute binary, found on PATH or in /usr/local/cuda/bin by default)
 # It needs the machine's own torch and triton and nothing installed: the checkout goes on PYTHONPATH. OUT_DIR gets
-# summary.txt and gpu_check.tgz (every log and JSON file; one archive, so that few files come back).
+# summary.txt and gpu_check.tgz (every log and JSON file; one archive, so that few files come back), both
+# rewritten after every step.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-gpu-check-logs}}
@@ -26,7 +27,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 part=${2:-all}
 core=(tests bench_study targets bench_reference_compiled bench_large train_bf16)
-tune=(host_ops bench_default_loads bench_looped_loads bench_persistent bench_tile_loads bench_grouped_loads load_modes
+tune=(bench_default_loads bench_looped_loads bench_persistent bench_tile_loads bench_grouped_loads load_modes host_ops
     profile ncu_forward)
 step() {  # step NAME LIMIT_S COMMAND...: runs it with a time limit, logs it, goes on if it fails
     local name=$1 limit=$2
@@ -39,9 +40,12 @@ step() {  # step NAME LIMIT_S COMMAND...: runs it with a time limit, logs it, go
         *) [[ ",$part," == *",$name,"* ]] || return 0 ;;
     esac
     echo "== $name: $*" | tee -a "$log/summary.txt"
+    cp "$log/summary.txt" "$out/summary.txt"  # where a run stopped from outside was
     local t0=$SECONDS
     timeout "$limit" "$@" > "$log/$name.log" 2>&1
     echo "   exit $? after $((SECONDS - t0)) s" | tee -a "$log/summary.txt"
+    # OUT_DIR after every step: a run stopped from outside still leaves the steps it finished there
+    tar czf "$out/gpu_check.tgz" -C "$log" . && cp "$log/summary.txt" "$out/summary.txt"
 }
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
   $py -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', \
@@ -58,7 +62,6 @@ step bench_large 60 $bench --shapes large --modes forward_backward forward --pre
     --backends triton compiled --json "$log/bench_large.json"
 step train_bf16 50 $py -m sdfsrn_fast.study.train --preset study --epochs 20 --eval-every 0 --figures false \
     --snapshot-every 0 --precision bf16 --no-progress --overwrite --out "$log/study_bf16"
-step host_ops 60 $py -m sdfsrn_fast.bench --host-ops --shapes study --precisions bf16
 step bench_default_loads 40 $bench --shapes study --modes forward_backward forward --precisions bf16 \
     --backends triton --json "$log/bench_default_loads.json"
 step bench_looped_loads 40 env SDFSRN_TRITON_LOADS=3 $bench --shapes study --modes forward_backward forward \
@@ -71,6 +74,7 @@ step bench_grouped_loads 40 env SDFSRN_TRITON_LOADS=1 $bench --shapes study --mo
     --precisions bf16 --backends triton --json "$log/bench_grouped_loads.json"
 step load_modes 10 $py benchmarks/targets.py "$log/bench_default_loads.json" --modes "$log/bench_looped_loads.json" \
     "$log/bench_persistent.json" "$log/bench_tile_loads.json" "$log/bench_grouped_loads.json"
+step host_ops 60 $py -m sdfsrn_fast.bench --host-ops --shapes study --precisions bf16
 step profile 40 $py benchmarks/gpu_profile.py triton study bf16
 ncu=${NCU:-$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || echo ncu-not-found)}
 step ncu_forward 60 "$ncu" -k regex:_render_fwd_kernel -s 2 -c 1 --section SpeedOfLight \

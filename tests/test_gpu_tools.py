@@ -15,8 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PARTS = {
     "core": ["tests", "bench_study", "targets", "bench_reference_compiled", "bench_large", "train_bf16"],
-    "tune": ["host_ops", "bench_default_loads", "bench_looped_loads", "bench_persistent", "bench_tile_loads",
-             "bench_grouped_loads", "load_modes", "profile", "ncu_forward"],
+    "tune": ["bench_default_loads", "bench_looped_loads", "bench_persistent", "bench_tile_loads", "bench_grouped_loads",
+             "load_modes", "host_ops", "profile", "ncu_forward"],
     "rest": ["kernel_resources", "bench_forward_block64", "bench_exact32", "train_fp32"],
 }
 
@@ -37,6 +37,22 @@ def test_gpu_check_parts_run_their_steps_and_write_their_summary(tmp_path, part)
     assert summary.count("   exit 0 after") == len(steps)
     with tarfile.open(tmp_path / "gpu_check.tgz") as tar:
         assert "./summary.txt" in tar.getnames()
+
+
+def test_gpu_check_stopped_from_outside_leaves_the_finished_steps(tmp_path):
+    """The device's time limit may stop the script mid-step: the steps before are already in OUT_DIR."""
+    python = tmp_path / "python"
+    python.write_text('#!/bin/sh\ncase "$*" in *"--shapes study"*) sleep 60 ;; esac\n')  # bench_study hangs
+    python.chmod(0o755)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHON=str(python), NCU="true")
+    proc = subprocess.run(["timeout", "5", "bash", "benchmarks/gpu_check.sh", str(out), "core"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 124  # stopped by the outer timeout, inside bench_study
+    summary = (out / "summary.txt").read_text()
+    assert "== tests:" in summary and "   exit 0 after" in summary and "== bench_study:" in summary
+    with tarfile.open(out / "gpu_check.tgz") as tar:
+        assert "./tests.log" in tar.getnames()
 
 
 def test_gpu_check_step_limits_keep_the_core_under_8_minutes():
