@@ -6,10 +6,11 @@
 #     torch.compile(reference) / compiled / triton, bfloat16 autocast and tf32) with the issue's three targets read
 #     off it, the large shape (the fast backends: the reference would need about 75 GB), and 20 epochs of the study
 #     preset in bfloat16 (triton);
-#   tune (6.2 minutes): what chooses the triton kernels' defaults: host calls and syncs (bench --host-ops), the
-#     default kernels (sm_90 joins the weight tiles) timed beside the weights loaded tile by tile, grouped, in
-#     pipelined loops (SDFSRN_TRITON_LOADS=0, 1, 3) and in persistent programs (SDFSRN_TRITON_PERSIST=1), a profile,
-#     and the forward kernel's L2 and tensor-core throughput (ncu, where installed and allowed);
+#   tune (6.2 minutes): what chooses the triton kernels' defaults: the default kernels (sm_90 joins the weight
+#     tiles) timed beside the weights loaded in pipelined loops, in persistent programs, tile by tile and grouped
+#     (SDFSRN_TRITON_LOADS=3, SDFSRN_TRITON_PERSIST=1, SDFSRN_TRITON_LOADS=0, 1), then host calls and syncs
+#     (bench --host-ops), a profile, and the forward kernel's L2 and tensor-core throughput (ncu, where installed
+#     and allowed);
 #   rest (4.7 minutes): the kernels' registers and spills as this machine's triton builds them, 64-point forward
 #     tiles, exact float32 (triton's bfloat16 screen refined in float32, against compiled), 20 float32 epochs.
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR] [PART]   (OUT_DIR default: $OUT if set, else gpu-check-logs;
