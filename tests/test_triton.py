@@ -94,11 +94,12 @@ def test_float64_matches_reference(hidden, activation, jitter):
 
 @interpreter_only
 @pytest.mark.parametrize("loads", ["0", "1", "2", "3"])
-@pytest.mark.parametrize("hidden,tiles", [(24, 2), (40, 3)])
+@pytest.mark.parametrize("hidden,tiles", [(24, 2), (40, 3), (56, 4)])
 def test_several_hidden_tiles(monkeypatch, loads, hidden, tiles):
-    """Hidden widths 24 and 40 in 16-wide tiles (SDFSRN_TRITON_HT=16: two and three tiles, the last one masked), the
-    weights reaching the dots tile by tile (LOADS 0, tf32 on CUDA), grouped per output tile (1, the backward and
-    sm_80), as one joined dot per output tile (2, sm_90's bfloat16 forward; three tiles padded to four) or as
+    """Hidden widths 24, 40 and 56 in 16-wide tiles (SDFSRN_TRITON_HT=16: two, three and four tiles, the last one
+    masked; four as the study's H = 256 in 64-wide tiles), the weights reaching the dots tile by tile (LOADS 0, tf32
+    on CUDA), grouped per output tile (1, the backward and sm_80), as one joined dot per output tile (2, sm_90's
+    bfloat16 forward; three tiles padded to four) or as
     joined dots in loops over the output tiles (3, the forward only; the backward then groups): the reference's
     float64 results each way. (The other tests' widths fit in one tile.)"""
     monkeypatch.setenv("SDFSRN_TRITON_HT", "16")
