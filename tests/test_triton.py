@@ -126,11 +126,11 @@ def assert_tiles_case_matches_reference(hidden):
 
 
 @interpreter_only
-@pytest.mark.parametrize("hidden", [24, 40])
+@pytest.mark.parametrize("hidden", [24, 40, 56])
 def test_persistent_forward(monkeypatch, hidden):
     """SDFSRN_TRITON_PERSIST=1: programs looping over the tiles with layer 3's weight blocks loaded once (3
-    programs in the interpreter, so each takes several tiles), in 16-wide tiles (two and three, the last masked):
-    the reference's float64 results."""
+    programs in the interpreter, so each takes several tiles), in 16-wide tiles (two, three and four, the last
+    masked): the reference's float64 results."""
     monkeypatch.setenv("SDFSRN_TRITON_HT", "16")
     monkeypatch.setenv("SDFSRN_TRITON_PERSIST", "1")
     from sdfsrn_fast.backends.triton import _programs, kernel_config
