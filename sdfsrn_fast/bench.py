@@ -477,9 +477,10 @@ def _table(rows: list[dict], peak: dict) -> str:
     return "\n".join(lines)
 
 
-def gpu_compile(archs, widths, dots, json_path=None) -> int:
-    """``--gpu-compile``: every triton kernel compiled for each arch, width and dot precision; one table; 1 where a
-    kernel spills at H <= 128, exceeds the architecture's shared memory or uses no tensor-core instruction."""
+def gpu_compile(archs, widths, dots, json_path=None, activation: str = "relu") -> int:
+    """``--gpu-compile``: every triton kernel compiled for each arch, width and dot precision, with ``activation``;
+    one table; 1 where a kernel spills at H <= 128, exceeds the architecture's shared memory, uses no tensor-core
+    instruction or compiles to a trap."""
     from .backends.triton import SHARED_LIMIT, compile_report
 
     unknown = [a for a in archs if a not in SHARED_LIMIT]
@@ -488,13 +489,14 @@ def gpu_compile(archs, widths, dots, json_path=None) -> int:
     rows = []
     head = (f"{'arch':<6} {'kernel':<9} {'H':>4} {'dot':<5} {'BLOCK_M':>7} {'warps':>5} {'regs':>5} {'spill B':>8} "
             f"{'smem KB':>8} {'HGMMA':>6} {'UTCHMMA':>7} {'HMMA':>6} {'FFMA':>7} {'s':>5}  problems")
+    print(f"activation: {activation}")
     print(head)
     print("-" * len(head))
     for arch in archs:
         for dot in dots:
             for hidden in widths:
                 for kernel in ("forward", "backward"):
-                    r = compile_report(arch, kernel, hidden, dot)
+                    r = compile_report(arch, kernel, hidden, dot, activation)
                     rows.append(r)
                     print(f"{r['arch']:<6} {kernel:<9} {hidden:>4} {dot:<5} {r['block_m']:>7} {r['warps']:>5} "
                           f"{r['registers']:>5} {r['spill_bytes']:>8} {r['shared_bytes'] / 1024:>8.1f} "
@@ -554,6 +556,7 @@ def main(argv=None) -> None:
                    help="--gpu-compile: sm_XX targets (those of backends.triton.SHARED_LIMIT)")
     p.add_argument("--widths", nargs="+", type=int, default=[64, 128, 256], help="--gpu-compile: hidden widths")
     p.add_argument("--dots", nargs="+", default=["bf16", "fp16", "tf32"], help="--gpu-compile: dot precisions")
+    p.add_argument("--activation", default="relu", choices=["relu", "softplus"], help="--gpu-compile: the decoder's")
     p.add_argument("--worker", nargs=4, metavar=("BACKEND", "SHAPE", "MODE", "PRECISION"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -561,7 +564,7 @@ def main(argv=None) -> None:
         print(json.dumps(measure(backend, shape, mode, rounds=args.rounds, precision=precision)))
         return
     if args.gpu_compile:
-        sys.exit(gpu_compile(args.archs, args.widths, args.dots, args.json))
+        sys.exit(gpu_compile(args.archs, args.widths, args.dots, args.json, args.activation))
     if args.host_ops:
         if not torch.cuda.is_available():
             os.environ.setdefault("TRITON_INTERPRET", "1")  # read when triton is imported, which has not happened yet

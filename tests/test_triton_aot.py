@@ -42,28 +42,31 @@ _TUNED_UNDER_3_9 = pytest.mark.xfail(_nvidia_backend_missing() is None and _trit
 
 
 @pytest.mark.skipif(_nvidia_backend_missing() is not None, reason=str(_nvidia_backend_missing()))
-@pytest.mark.parametrize("arch,widths,dots,mode", [
-    pytest.param("90", ["64", "128"], ["bf16", "fp16", "tf32"], {}, id="sm90"),
-    pytest.param("80", ["64", "128"], ["bf16", "tf32"], {}, id="sm80"),
-    pytest.param("100", ["128"], ["bf16"], {}, id="sm100", marks=_TUNED_UNDER_3_9),
-    pytest.param("120", ["128"], ["tf32"], {}, id="sm120"),
-    pytest.param("90", ["128"], ["bf16"], {"SDFSRN_TRITON_LOADS": "3"}, id="sm90-looped", marks=_TUNED_UNDER_3_9),
-    pytest.param("90", ["128"], ["bf16"], {"SDFSRN_TRITON_PERSIST": "1"}, id="sm90-persistent",
-                 marks=_TUNED_UNDER_3_9)])
-def test_gpu_compile(tmp_path, arch, widths, dots, mode):
+@pytest.mark.parametrize("arch,widths,dots,mode,activation", [
+    pytest.param("90", ["64", "128"], ["bf16", "fp16", "tf32"], {}, "relu", id="sm90"),
+    pytest.param("80", ["64", "128"], ["bf16", "tf32"], {}, "relu", id="sm80"),
+    pytest.param("100", ["128"], ["bf16"], {}, "relu", id="sm100", marks=_TUNED_UNDER_3_9),
+    pytest.param("120", ["128"], ["tf32"], {}, "relu", id="sm120"),
+    pytest.param("90", ["128"], ["bf16"], {"SDFSRN_TRITON_LOADS": "3"}, "relu", id="sm90-looped",
+                 marks=_TUNED_UNDER_3_9),
+    pytest.param("90", ["128"], ["bf16"], {"SDFSRN_TRITON_PERSIST": "1"}, "relu", id="sm90-persistent",
+                 marks=_TUNED_UNDER_3_9),
+    # softplus: sm_80 (sm_90's forward spills 8 B at H = 128: docs/performance.md, "Softplus")
+    pytest.param("80", ["128"], ["bf16"], {}, "softplus", id="sm80-softplus")])
+def test_gpu_compile(tmp_path, arch, widths, dots, mode, activation):
     """The experimental modes (the forward's pipelined loops, SDFSRN_TRITON_LOADS=3, and its persistent programs,
     SDFSRN_TRITON_PERSIST=1; not defaults yet) compile as cleanly."""
     out = tmp_path / "aot.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET" and not k.startswith("SDFSRN_TRITON_")}
     env.update(TRITON_DEFAULT_FP_FUSION="1", **mode)  # above: real compilation, not the interpreter
     proc = subprocess.run([sys.executable, "-m", "sdfsrn_fast.bench", "--gpu-compile", "--archs", arch,
-                           "--widths", *widths, "--dots", *dots, "--json", str(out)],
+                           "--widths", *widths, "--dots", *dots, "--activation", activation, "--json", str(out)],
                           capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = json.loads(out.read_text())["triton_aot"]
     assert len(rows) == len(widths) * len(dots) * 2  # x {forward, backward}
     for r in rows:
-        assert r["problems"] == [] and r["spill_bytes"] == 0
+        assert r["problems"] == [] and r["spill_bytes"] == 0 and r["activation"] == activation
         # sm_90: wgmma (HGMMA) where a tile has 64 rows a warpgroup (the forward), sm_100: tcgen05 (UTCHMMA) there;
         # the backward's 32-point tiles take mma.sync (HMMA), as sm_80 and sm_120 do everywhere
         async_op = {"sm_90": "hgmma", "sm_100": "utchmma"}.get(r["arch"])

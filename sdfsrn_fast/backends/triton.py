@@ -998,7 +998,7 @@ def _aot_source(kernel: str, hidden: int, dot: int, arch: int = 90, activation: 
     return ASTSource(fn=fn, signature=sig, constexprs=const, attrs=attrs), cfg
 
 
-def compile_report(arch: int, kernel: str, hidden: int, precision: str) -> dict:
+def compile_report(arch: int, kernel: str, hidden: int, precision: str, activation: str = "relu") -> dict:
     """Compiles one kernel for sm_``arch`` without a GPU (``triton.compile`` with a ``GPUTarget``) and reads its
     registers, spill (local memory) bytes, shared memory and tensor-core instructions off the cubin with the
     ``cuobjdump`` shipped in the triton wheel."""
@@ -1011,7 +1011,7 @@ def compile_report(arch: int, kernel: str, hidden: int, precision: str) -> dict:
     from triton.backends.nvidia import __file__ as nvidia_init
 
     dot = AOT_PRECISIONS[precision]
-    src, cfg = _aot_source(kernel, hidden, dot, arch)
+    src, cfg = _aot_source(kernel, hidden, dot, arch, activation)
     t0 = time.perf_counter()
     ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
                         options={"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]})
@@ -1026,8 +1026,9 @@ def compile_report(arch: int, kernel: str, hidden: int, precision: str) -> dict:
     ops = {op: len(re.findall(rf"\b{op}\b", sass)) for op in ("HGMMA", "UTCHMMA", "HMMA", "FFMA")}
     shared = max(int(ck.metadata.shared), field("SHARED"))
     tensor_core = sum(ops[op] for op in TENSOR_CORE_OPS[arch])
-    row = dict(arch=f"sm_{arch}", kernel=kernel, hidden=hidden, precision=precision, block_m=cfg["BLOCK_M"],
-               warps=cfg["num_warps"], loads=cfg["LOADS"], persist=cfg["PERSIST"], registers=field("REG"),
+    row = dict(arch=f"sm_{arch}", kernel=kernel, hidden=hidden, precision=precision, activation=activation,
+               block_m=cfg["BLOCK_M"], warps=cfg["num_warps"], loads=cfg["LOADS"], persist=cfg["PERSIST"],
+               registers=field("REG"),
                spill_bytes=field("LOCAL") + field("STACK"), shared_bytes=shared, hgmma=ops["HGMMA"],
                utchmma=ops["UTCHMMA"], hmma=ops["HMMA"], ffma=ops["FFMA"], compile_s=seconds)
     problems = []
