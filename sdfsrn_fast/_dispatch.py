@@ -373,8 +373,8 @@ def render(
         else:
             sil = b.run(decoder, z, origins, directions, near, far, valid, num_samples, _as_tensor(tau),
                         _as_tensor(tau_min), float(grad_eps), jitter, compute_dtype)
-    except Exception:
-        checked()  # a bad value, where there is one, says more than the error it caused in the backend
-        raise
-    checked()  # on CUDA the value checks are read once the render is queued (see _value_checks)
+    finally:
+        # on CUDA the value checks are read once the render is queued (see _value_checks); where the backend raised,
+        # a bad value, if there is one, says more than the error it caused there
+        checked()
     return sil

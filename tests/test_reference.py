@@ -195,13 +195,18 @@ LATE_BAD = [
 CPU_BACKENDS = [b for b in available_backends() if b != "triton" or os.environ.get("TRITON_INTERPRET") == "1"]
 
 
+@pytest.fixture
+def late_value_checks(monkeypatch):
+    """render's value checks read after the backend has run, as on CUDA (the CPU's flags, read late)."""
+    checks = _dispatch._value_checks
+    monkeypatch.setattr(_dispatch, "_value_checks", lambda tensors, jitter: lambda: checks(tensors, jitter))
+
+
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_bad_values_read_after_the_backend_ran_still_name_the_argument(monkeypatch, backend):
+def test_bad_values_read_after_the_backend_ran_still_name_the_argument(late_value_checks, backend):
     """On CUDA the value checks are read once the backend has queued its work (no idle GPU while the host prepares
     it), so every backend first runs on the bad values: emulated here by reading the CPU's checks after it. The error
     is the argument's, not one the bad value caused in the backend; then a good call renders as before."""
-    checks = _dispatch._value_checks
-    monkeypatch.setattr(_dispatch, "_value_checks", lambda tensors, jitter: lambda: checks(tensors, jitter))
     for name, change, match in LATE_BAD:
         args = _good_args()
         args[name] = change(args)
@@ -212,10 +217,8 @@ def test_bad_values_read_after_the_backend_ran_still_name_the_argument(monkeypat
                                render(**args, num_samples=4, backend="reference"), rtol=1e-4, atol=1e-5)
 
 
-def test_a_bad_value_is_named_where_the_backend_fails_on_it(monkeypatch):
+def test_a_bad_value_is_named_where_the_backend_fails_on_it(late_value_checks, monkeypatch):
     """A backend that raises on a bad value (read after it, as on CUDA): the error names the value."""
-    checks = _dispatch._value_checks
-    monkeypatch.setattr(_dispatch, "_value_checks", lambda tensors, jitter: lambda: checks(tensors, jitter))
 
     class Failing:
         name = "failing"

@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from sdfsrn_fast.backends import triton_version
+
 
 def _nvidia_backend_missing():
     if importlib.util.find_spec("triton") is None:
@@ -27,17 +29,11 @@ def _nvidia_backend_missing():
     return None
 
 
-def _triton_before_3_9():
-    import triton
-
-    return tuple(int(v) for v in triton.__version__.split(".")[:2]) < (3, 9)
-
-
 # Tuned under triton 3.9. Under 3.6 (the lent H200's; torch 2.11 + triton 3.6 on the CPU, 2026-11-29) the default
 # tiles pass on sm_80 and sm_90 (kernel_config picks sm_90's H = 128 tiles by version), but the experimental modes
 # spill at H = 128 (pipelined loops 104 B, persistent 8 B) and sm_100's forward compiles to a trap (which render
 # refuses: _dispatch._triton_toolchain_unsupported).
-_TUNED_UNDER_3_9 = pytest.mark.xfail(_nvidia_backend_missing() is None and _triton_before_3_9(), strict=False,
+_TUNED_UNDER_3_9 = pytest.mark.xfail(_nvidia_backend_missing() is None and triton_version() < (3, 9), strict=False,
                                      reason="tuned under triton 3.9; spills or a trap under older triton")
 
 

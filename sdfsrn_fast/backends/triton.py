@@ -692,12 +692,14 @@ def kernel_config(hidden: int, dot: int, num_samples: int = 64, kernel: str = "f
     tf32 loads tile by tile (grouped or joined it spilled at H = 128: its tiles are twice the bytes). Joining takes at
     most 4 hidden tiles, grouping beyond. LOADS 3, set only by SDFSRN_TRITON_LOADS until a GPU times it: the forward's
     hidden layers as loops that triton pipelines (:func:`_looped_layer`; sm_90 bfloat16: every weight block copied
-    ahead by cp.async, 328 B of spill at H = 256 against 120, 0 B at 128; under triton 3.6 968 and 32 B).
+    ahead by cp.async, 328 B of spill at H = 256 against 120, 0 B at 128; under triton 3.6 968 B, and at 128 32 B
+    with 64-wide tiles, 104 B with the 32-wide ones 3.6 takes there, below).
     PERSIST, set only by SDFSRN_TRITON_PERSIST=1 until a GPU times it (any dot but tf32, NT <= 4, sm_90 and up): one
     program per SM loops over the tiles and loads weight blocks once, into shared memory, where the default reads
     every weight for every 128 points: layer 3's at H = 256 (a third less weight traffic from L2; sm_90 bfloat16:
     352 B of spill against 120, 162 KB of shared memory; triton 3.6: 1024 B), every layer's at two hidden tiles or
-    fewer (H <= 128: no weight read left in the tile loop; 0 B, 98 KB at 128; triton 3.6: 120 B); on sm_80 it
+    fewer (H <= 128: no weight read left in the tile loop; 0 B, 98 KB at 128; triton 3.6: 120 B, and 8 B with the
+    four 32-wide tiles it takes at 128, layer 3's hoisted only); on sm_80 it
     spilled at 128 and did not fit at 256, hence async-MMA architectures only.
     Triton before 3.9 (the lent H200 had 3.6) spilled with sm_90's tiles at H = 128 (forward 8 B in bfloat16 and
     float16, 56 B in tf32; tf32 backward 16 B): there the forward takes 32-wide tiles (and 64 points in tf32), the tf32
@@ -1028,9 +1030,8 @@ def compile_report(arch: int, kernel: str, hidden: int, precision: str, activati
     tensor_core = sum(ops[op] for op in TENSOR_CORE_OPS[arch])
     row = dict(arch=f"sm_{arch}", kernel=kernel, hidden=hidden, precision=precision, activation=activation,
                block_m=cfg["BLOCK_M"], warps=cfg["num_warps"], loads=cfg["LOADS"], persist=cfg["PERSIST"],
-               registers=field("REG"),
-               spill_bytes=field("LOCAL") + field("STACK"), shared_bytes=shared, hgmma=ops["HGMMA"],
-               utchmma=ops["UTCHMMA"], hmma=ops["HMMA"], ffma=ops["FFMA"], compile_s=seconds)
+               registers=field("REG"), spill_bytes=field("LOCAL") + field("STACK"), shared_bytes=shared,
+               hgmma=ops["HGMMA"], utchmma=ops["UTCHMMA"], hmma=ops["HMMA"], ffma=ops["FFMA"], compile_s=seconds)
     problems = []
     if row["spill_bytes"] and hidden <= 128:
         problems.append("spills at H <= 128")
