@@ -6,13 +6,12 @@
 #     torch.compile(reference) / compiled / triton, bfloat16 autocast and tf32) with the issue's three targets read
 #     off it, the large shape (the fast backends: the reference would need about 75 GB), and 20 epochs of the study
 #     preset in bfloat16 (triton);
-#   tune (6.2 minutes): what chooses the triton kernels' defaults: the default kernels (sm_90 joins the weight
-#     tiles) timed beside the weights loaded in pipelined loops, in persistent programs, tile by tile and grouped
-#     (SDFSRN_TRITON_LOADS=3, SDFSRN_TRITON_PERSIST=1, SDFSRN_TRITON_LOADS=0, 1), then host calls and syncs
-#     (bench --host-ops), a profile, and the forward kernel's L2 and tensor-core throughput (ncu, where installed
-#     and allowed);
-#   rest (4.7 minutes): the kernels' registers and spills as this machine's triton builds them, 64-point forward
-#     tiles, exact float32 (triton's bfloat16 screen refined in float32, against compiled), 20 float32 epochs.
+#   tune (4.8 minutes): what chooses the triton kernels' defaults: the default kernels (sm_90 joins the weight
+#     tiles) timed beside the weights loaded tile by tile and grouped (--tune triton_loads=0, 1), then host calls
+#     and syncs (bench --host-ops), a profile, and the forward kernel's L2 and tensor-core throughput (ncu, where
+#     installed and allowed);
+#   rest (3.8 minutes): the kernels' registers and spills as this machine's triton builds them, 64-point forward
+#     tiles, 20 float32 epochs.
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR] [PART]   (OUT_DIR default: $OUT if set, else gpu-check-logs;
 #        PART: all (default), core, tune, rest, or step names separated by commas; BENCH_BACKENDS: the study
 #        benchmark's backends; NCU: the Nsight Compute binary, found on PATH or in /usr/local/cuda/bin by default)
@@ -28,8 +27,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 part=${2:-all}
 core=(tests bench_study targets bench_reference_compiled bench_large train_bf16)
-tune=(bench_default_loads bench_looped_loads bench_persistent bench_tile_loads bench_grouped_loads load_modes host_ops
-    profile ncu_forward)
+tune=(bench_default_loads bench_tile_loads bench_grouped_loads load_modes host_ops profile ncu_forward)
 step() {  # step NAME LIMIT_S COMMAND...: runs it with a time limit, logs it, goes on if it fails
     local name=$1 limit=$2
     shift 2
@@ -65,16 +63,12 @@ step train_bf16 50 $py -m sdfsrn_fast.study.train --preset study --epochs 20 --e
     --snapshot-every 0 --precision bf16 --no-progress --overwrite --out "$log/study_bf16"
 step bench_default_loads 40 $bench --shapes study --modes forward_backward forward --precisions bf16 \
     --backends triton --json "$log/bench_default_loads.json"
-step bench_looped_loads 40 env SDFSRN_TRITON_LOADS=3 $bench --shapes study --modes forward_backward forward \
-    --precisions bf16 --backends triton --json "$log/bench_looped_loads.json"
-step bench_persistent 40 env SDFSRN_TRITON_PERSIST=1 $bench --shapes study --modes forward_backward forward \
-    --precisions bf16 --backends triton --json "$log/bench_persistent.json"
-step bench_tile_loads 40 env SDFSRN_TRITON_LOADS=0 $bench --shapes study --modes forward_backward forward \
-    --precisions bf16 --backends triton --json "$log/bench_tile_loads.json"
-step bench_grouped_loads 40 env SDFSRN_TRITON_LOADS=1 $bench --shapes study --modes forward_backward forward \
-    --precisions bf16 --backends triton --json "$log/bench_grouped_loads.json"
-step load_modes 10 $py benchmarks/targets.py "$log/bench_default_loads.json" --modes "$log/bench_looped_loads.json" \
-    "$log/bench_persistent.json" "$log/bench_tile_loads.json" "$log/bench_grouped_loads.json"
+step bench_tile_loads 40 $bench --shapes study --modes forward_backward forward --precisions bf16 \
+    --backends triton --tune triton_loads=0 --json "$log/bench_tile_loads.json"
+step bench_grouped_loads 40 $bench --shapes study --modes forward_backward forward --precisions bf16 \
+    --backends triton --tune triton_loads=1 --json "$log/bench_grouped_loads.json"
+step load_modes 10 $py benchmarks/targets.py "$log/bench_default_loads.json" --modes "$log/bench_tile_loads.json" \
+    "$log/bench_grouped_loads.json"
 step host_ops 60 $py -m sdfsrn_fast.bench --host-ops --shapes study --precisions bf16
 step profile 40 $py benchmarks/gpu_profile.py triton study bf16
 ncu=${NCU:-$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || echo ncu-not-found)}
@@ -82,10 +76,8 @@ step ncu_forward 60 "$ncu" -k regex:_render_fwd_kernel -s 2 -c 1 --section Speed
     --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis $py -c "from sdfsrn_fast.bench import \
 make_case, make_step; s = make_step('triton', make_case('study'), 'forward', 'bf16'); [s() for _ in range(3)]"
 step kernel_resources 150 $py benchmarks/triton_resources.py
-step bench_forward_block64 40 env SDFSRN_TRITON_BLOCK_M=64 $bench --shapes study --modes forward --precisions bf16 \
-    --backends triton --json "$log/bench_forward_block64.json"
-step bench_exact32 50 $bench --shapes study --modes forward_backward forward --precisions 32 \
-    --backends triton compiled --json "$log/bench_exact32.json"
+step bench_forward_block64 40 $bench --shapes study --modes forward --precisions bf16 --backends triton \
+    --tune triton_block_m=64 --json "$log/bench_forward_block64.json"
 step train_fp32 40 $py -m sdfsrn_fast.study.train --preset study --epochs 20 --eval-every 0 --figures false \
     --snapshot-every 0 --precision 32 --no-progress --overwrite --out "$log/study_fp32"
 for run in study_bf16 study_fp32; do
@@ -94,8 +86,7 @@ for run in study_bf16 study_fp32; do
     rm -rf "${log:?}/$run"
 done
 for f in tests host_ops bench_study targets load_modes kernel_resources profile ncu_forward bench_large \
-    bench_forward_block64 bench_default_loads bench_looped_loads bench_persistent bench_tile_loads bench_grouped_loads \
-    bench_reference_compiled bench_exact32; do
+    bench_forward_block64 bench_default_loads bench_tile_loads bench_grouped_loads bench_reference_compiled; do
     [[ -f "$log/$f.log" ]] && tail -n 30 "$log/$f.log" | tr '\r' '\n' | grep -v '^benchmarks:' >> "$log/summary.txt"
 done
 tar czf "$out/gpu_check.tgz" -C "$log" .

@@ -39,9 +39,10 @@ def test_render(benchmark, backend, shape, mode, precision):
             pytest.skip(str(err))
         raise
     benchmark.group = f"{shape}-{mode}-{precision}"
-    benchmark.pedantic(step, rounds=ROUNDS[shape], iterations=1, warmup_rounds=1)
+    with bench.recording() as rec:
+        benchmark.pedantic(step, rounds=ROUNDS[shape], iterations=1, warmup_rounds=1)
     t = benchmark.stats.stats.median
-    benchmark.extra_info.update(bench.rates(backend, case, mode, t))
+    benchmark.extra_info.update(bench.rates(backend, case, mode, t, rec))
     memory = bench.measure_subprocess(backend, shape, mode, rounds=1, precision=precision)  # a fresh process
     benchmark.extra_info.update(peak_memory_mb=memory["peak_bytes"] / 2**20, peak_memory_method=memory["peak_method"])
     assert t > 0

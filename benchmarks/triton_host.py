@@ -10,7 +10,8 @@
                                                      the custom op alone, and the same two functions called from a
                                                      plain ``torch.autograd.Function`` (what the custom-op layer costs)
 
-SDFSRN_TRITON_CHUNK is read as the backend reads it.
+    python benchmarks/triton_host.py ... --chunk N                  kept samples per backward launch (default: the
+                                                                    backend's)
 """
 
 import os
@@ -20,25 +21,23 @@ import weakref
 os.environ["TRITON_INTERPRET"] = "1"  # triton imports without a GPU; nothing runs in its interpreter here
 
 import torch  # noqa: E402
-import triton.language as tl  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from sdfsrn_fast import SDFDecoder  # noqa: E402
+from sdfsrn_fast.backends import _instrument  # noqa: E402
 from sdfsrn_fast.backends import triton as tb  # noqa: E402
-from sdfsrn_fast.backends.fused import decoder_weights  # noqa: E402
+from sdfsrn_fast.backends._ops import RenderCall, decoder_weights  # noqa: E402
 
-
-class _NoLaunch:
-    def __getitem__(self, grid):
-        return lambda *args, **kwargs: None
-
-
+args = sys.argv[1:]
+chunk = int(args[args.index("--chunk") + 1]) if "--chunk" in args else tb.BACKWARD_CHUNK
+args = args[: args.index("--chunk")] if "--chunk" in args else args
 B, R, S, H, L = 4, 4096, 64, 256, 128  # the study shape
-kept = int(sys.argv[2]) if len(sys.argv) > 2 else 31000
+kept = int(args[1]) if len(args) > 1 else 31000
 idx = torch.sort(torch.randperm(B * R * S)[:kept]).values
-tb._render_fwd_kernel = tb._render_bwd_kernel = tb._keep_kernel = _NoLaunch()
-tb._kept_indices = lambda *args: (idx, torch.full((kept,), 0.01))
-tb._precision = lambda dtype, compute_dtype, device: (2, tl.float32, torch.bfloat16)  # a GPU's bfloat16
+_instrument.launch = lambda *a, **k: None  # no kernel runs
+tb.launch = _instrument.launch
+tb.kept_indices = lambda *a: (idx, torch.full((kept,), 0.01))
+tb._precision = lambda call: (2, torch.float32, torch.bfloat16)  # a GPU's bfloat16
 tb._mm = lambda a, b, f, acc=None: a.new_empty(*a.shape[:-1], b.shape[-1], dtype=f)
 
 live = {"now": 0, "peak": 0}
@@ -78,10 +77,10 @@ far = near + 2
 
 def memory() -> None:
     sil, lse, sdf = torch.rand(B, R), torch.rand(B, R), torch.rand(B, R, S)
-    with Count():
-        tb.triton_backward(torch.ones(B, R), sil, sdf, lse, z, o, d, near, far, valid, None, weights, S, 0.01, 0.005,
-                           1e-4, "relu", 100.0, torch.bfloat16)
-    print(f"{kept} kept samples, chunks of {tb._backward_chunk()}: peak {live['peak'] / 2**20:.1f} MB of tensors made "
+    call = RenderCall(z, o, d, near, far, valid, None, weights, S, 0.01, 0.005, 1e-4, "relu", 100.0, torch.bfloat16)
+    with Count(), _instrument.tuning(triton_chunk=chunk):
+        tb.triton_backward(call, torch.ones(B, R), sil, sdf, lse)
+    print(f"{kept} kept samples, chunks of {chunk}: peak {live['peak'] / 2**20:.1f} MB of tensors made "
           f"inside the triton backward ({live['now'] / 2**20:.1f} MB alive after it: the gradients)")
 
 
@@ -92,21 +91,22 @@ def time_host() -> None:
 
     dec = SDFDecoder(L, H)
     zg = z.clone().requires_grad_(True)
-    tau = [torch.tensor(v, dtype=torch.float64) for v in (0.01, 0.005)]
-    args = (o, d, near, far, valid, None)
+
+    def call_of(zz, ws, tau=0.01, tau_min=0.005):
+        return RenderCall(zz, o, d, near, far, valid, None, tuple(ws), S, tau, tau_min, 1e-4, "relu", 100.0,
+                          torch.bfloat16)
 
     class Direct(torch.autograd.Function):  # the backend's two functions without the custom-op layer
         @staticmethod
         def forward(ctx, zz, *ws):
-            sil, sdf, lse = tb.triton_forward(zz, *args, list(ws), S, 0.01, 0.005, "relu", 100.0, torch.bfloat16)
+            sil, sdf, lse = tb.triton_forward(call_of(zz, ws))
             ctx.save_for_backward(sil, sdf, lse, zz, *ws)
             return sil
 
         @staticmethod
         def backward(ctx, g):
             sil, sdf, lse, zz, *ws = ctx.saved_tensors
-            return tuple(tb.triton_backward(g.contiguous(), sil, sdf, lse, zz, *args, ws, S, 0.01, 0.005, 1e-4,
-                                            "relu", 100.0, torch.bfloat16))
+            return tuple(tb.triton_backward(call_of(zz, ws), g.contiguous(), sil, sdf, lse))
 
     def through_render():
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -114,23 +114,24 @@ def time_host() -> None:
         sil.sum().backward()
 
     def through_op():
-        sil, _, _ = tb.triton_render(zg, *args, decoder_weights(dec), S, *tau, 1e-4, "relu", 100.0, torch.bfloat16)
-        sil.sum().backward()
+        tau = [torch.tensor(v, dtype=torch.float64) for v in (0.01, 0.005)]
+        tb.triton_render(call_of(zg, decoder_weights(dec), *tau)).sum().backward()
 
     def direct():
         Direct.apply(zg, *decoder_weights(dec)).sum().backward()
 
     for name, step in (("render", through_render), ("custom op", through_op), ("autograd.Function", direct)):
-        for _ in range(10):
-            step()
-        runs = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            for _ in range(100):
+        with _instrument.tuning(triton_chunk=chunk):
+            for _ in range(10):
                 step()
-            runs.append((time.perf_counter() - t0) / 100)
+            runs = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                for _ in range(100):
+                    step()
+                runs.append((time.perf_counter() - t0) / 100)
         print(f"{name:<18} {1e3 * min(runs):.3f} ms a forward+backward (best of 5 x 100; "
-              f"{tb._backward_chunk()}-sample chunks, {kept} kept samples)")
+              f"{chunk}-sample chunks, {kept} kept samples)")
 
 
-memory() if sys.argv[1:2] == ["memory"] else time_host() if sys.argv[1:2] == ["time"] else sys.exit(__doc__)
+memory() if args[:1] == ["memory"] else time_host() if args[:1] == ["time"] else sys.exit(__doc__)

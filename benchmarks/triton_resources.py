@@ -7,7 +7,7 @@ import math
 import torch
 
 from sdfsrn_fast import SDFDecoder, render
-from sdfsrn_fast.backends import triton as tb
+from sdfsrn_fast.backends._instrument import recording
 from sdfsrn_fast.cameras import orbit_rays, sphere_near_far
 
 o, d = orbit_rays(torch.tensor([0.3, 2.0]), 0.2, 2.5, math.radians(50), 32, 32)
@@ -19,12 +19,13 @@ for hidden in (256, 128, 64):
     for precision in ("tf32", "bf16", "fp16"):  # exact float32 is the compiled backend's on CUDA
         torch.set_float32_matmul_precision("high")
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        with torch.autocast("cuda", dtype=amp or torch.float32, enabled=amp is not None):
-            sil = render(dec, z, *rays, num_samples=64, tau=0.05, tau_min=0.02, backend="triton")
-        sil.sum().backward()
-        torch.cuda.synchronize()
+        with recording() as rec:
+            with torch.autocast("cuda", dtype=amp or torch.float32, enabled=amp is not None):
+                sil = render(dec, z, *rays, num_samples=64, tau=0.05, tau_min=0.02, backend="triton")
+            sil.sum().backward()
+            torch.cuda.synchronize()
         for kernel in ("forward", "backward"):  # printed as it goes: compiling all 18 takes a minute or two
-            compiled = tb.LAUNCHED.get((kernel, hidden, tb.AOT_PRECISIONS[precision]))
+            compiled = rec.get(f"{kernel}_kernel")
             if compiled is not None:
                 print(f"{kernel:<9} {hidden:>4} {precision:<5} {compiled.n_regs:>5} {compiled.n_spills:>7}", flush=True)
 torch.set_float32_matmul_precision("highest")

@@ -17,7 +17,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <type_traits>
 #include <cmath>
 #include <limits>
@@ -25,15 +24,9 @@
 
 namespace {
 
-// Points a tile; SDFSRN_CPP_TILE overrides. 2048: study shape, bf16 forward+backward 1.11 s against 1.32 s at 1024
-// and 2.07 s at 256; float32 within noise of each other (2-core AMD EPYC, 2026-11-28, a throwaway timing script).
-int64_t tile_points() {
-  static const int64_t n = [] {
-    const char* env = std::getenv("SDFSRN_CPP_TILE");
-    return env ? std::max<int64_t>(16, std::atoll(env)) : int64_t(2048);
-  }();
-  return n;
-}
+// Points a tile. 2048: study shape, bf16 forward+backward 1.11 s against 1.32 s at 1024 and 2.07 s at 256; float32
+// within noise of each other (2-core AMD EPYC, 2026-11-28, a throwaway timing script).
+constexpr int64_t tile_points() { return 2048; }
 
 template <typename acc_t>
 inline acc_t act(acc_t x, bool relu, acc_t beta) {

@@ -1,189 +1,58 @@
-"""The public ``render()``: checks its arguments once, then hands them to a backend chosen per call.
+"""The public ``render()``: checks its arguments once, describes the call (:class:`~.backends._ops.RenderCall`) and
+hands it to a backend chosen per call.
 
-Backends register here in order of preference for ``backend="auto"``. Each says whether it can run in this
-process at all (``available``) and whether it can take this call (``supports``: device, dtype, decoder kind).
-Nothing is imported or compiled at import time; a backend loads its heavy parts on first use.
+Backends are listed here in order of preference for ``backend="auto"``; each module answers for itself whether it
+can run in this process (``unavailable``), whether it can take this call (``unsupported``), whether ``auto``
+should leave the call to another (``auto_unsuited``) and what it must build first (``prepare``): the dispatcher
+asks, it does not know. Nothing is imported or compiled at import time; a backend loads its heavy parts on first
+use.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 
-from .backends import compiled, triton_version
-from .backends.reference import render_reference
+from .backends import compiled, cpp, reference, triton
+from .backends._ops import RenderCall, decoder_weights
 from .models import SDFDecoder
 
 __all__ = ["render", "available_backends"]
 
-
-@dataclass(frozen=True)
-class _Backend:
-    name: str
-    run: Callable[..., torch.Tensor]
-    # None when the backend can run in this process, else the reason it cannot.
-    unavailable: Callable[[], Optional[str]]
-    # None when the backend can take this call (decoder, dict of the tensor arguments), else the reason it cannot.
-    unsupported: Callable[[object, dict], Optional[str]]
-    # device types on which backend="auto" may pick it (None: any it supports)
-    auto_devices: Optional[tuple] = None
-    # called before the backend takes a call: None when ready (it may build an extension first), else why not;
-    # by name its error is raised, for "auto" the next backend is tried
-    prepare: Optional[Callable[[bool], Optional[str]]] = None
-    # None when backend="auto" should pick it for this call (it can take it), else why another backend is better
-    auto_unsuited: Optional[Callable[[object, dict], Optional[str]]] = None
-
-
-def _run_reference(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter,
-                   compute_dtype):
-    # under autocast the decoder's layers run in the autocast dtype by themselves
-    return render_reference(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, jitter)
-
-
-# The triton backend's checks import nothing: triton loads when a call runs on it.
-TRITON_MAX_WIDTH = 256  # hidden and latent widths its kernels take
-
-
-def _triton_unavailable() -> Optional[str]:
-    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1":
-        return "it needs a CUDA GPU (or TRITON_INTERPRET=1 to run its kernels on the CPU, slowly, for tests)"
-    if importlib.util.find_spec("triton") is None:
-        return "triton is not installed (pip install triton)"
-    return None
-
-
-def _triton_unsupported(decoder, args) -> Optional[str]:
-    if not isinstance(decoder, SDFDecoder):
-        return "it renders SDFDecoder only, not a generic callable"
-    if max(decoder.hidden_dim, decoder.latent_dim) > TRITON_MAX_WIDTH:
-        return (f"hidden and latent widths up to {TRITON_MAX_WIDTH}, got {decoder.hidden_dim} and "
-                f"{decoder.latent_dim}")
-    device = args["z"].device
-    if device.type != "cuda" and not (device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") == "1"):
-        return f"its tensors must be on a CUDA device, got {device}"
-    # its dots run on the tensor cores (IEEE float64 dots spill: docs); exact float32 is a bfloat16 screen refined
-    # in float32 (backends/triton.py, `screens`)
-    if device.type == "cuda" and args["origins"].dtype == torch.float64:
-        return "float64 is the compiled backend's on CUDA"
-    if device.type == "cuda" and triton_version() < (3, 9):  # (the device's capability only where it matters)
-        reason = _triton_toolchain_unsupported(torch.cuda.get_device_capability(device), triton_version(),
-                                               decoder.hidden_dim)
-        if reason is not None:
-            return reason
-    return compiled.unsupported(decoder, args)  # the same rule for ray gradients
-
-
-def _triton_toolchain_unsupported(capability: tuple, version: tuple, hidden: int) -> Optional[str]:
-    """Triton before 3.9 compiles the forward kernel for sm_100-class GPUs (B200, B300: tcgen05) at hidden widths
-    above 64 to nothing but a trap (``python -m sdfsrn_fast.bench --gpu-compile --archs 100`` under triton 3.6:
-    4 registers, ``BPT.TRAP``; 3.9 compiles it to tcgen05 dots; neither run on such a GPU)."""
-    if 10 <= capability[0] < 12 and version < (3, 9) and hidden > 64:
-        return (f"triton {'.'.join(map(str, version))} compiles its forward kernel for "
-                f"sm_{capability[0]}{capability[1]} at hidden width {hidden} to a trap; it needs triton >= 3.9")
-    return None
-
-
-def _triton_auto_unsuited(decoder, args) -> Optional[str]:
-    """Under ``auto``, float32 without autocast goes to the triton backend only as tf32 at hidden widths up to 128.
-    tf32 above 128: on an NVIDIA H200 the study shape's forward+backward took 12.71 ms against the compiled backend's
-    10.68 ms (2026-11-28); at H = 256 its kernels spill 752-1064 B on sm_90 (``python -m sdfsrn_fast.bench
-    --gpu-compile``, docs/performance.md). Exact float32 (a bfloat16 screen, refined in float32, and the compiled
-    backend's backward run eagerly): not yet timed on a GPU."""
-    if args["origins"].dtype != torch.float32 or _autocast_dtype(args["z"].device) is not None:
-        return None
-    if torch.get_float32_matmul_precision() == "highest":
-        return "exact float32: the triton backend's bfloat16 screen and refinement are not yet timed on a GPU"
-    if decoder.hidden_dim > 128:
-        return "tf32 at hidden width > 128: the compiled backend's cuBLAS tf32 is faster"
-    return None
-
-
-def _run_triton(*args):
-    from .backends.triton import render_triton
-
-    return render_triton(*args)
-
-
-_CPP_READY = [False]  # set once the extension has loaded (in an eager call): what torch.compile may use
-
-
-def _cpp_unavailable() -> Optional[str]:
-    if torch.compiler.is_compiling():  # no file-system probes while tracing
-        return None if _CPP_READY[0] else "its extension is built on first use outside torch.compile"
-    from .backends import cpp
-
-    return cpp.unavailable()
-
-
-def _cpp_unsupported(decoder, args) -> Optional[str]:
-    if not isinstance(decoder, SDFDecoder):
-        return "it renders SDFDecoder only, not a generic callable"
-    if args["z"].device.type != "cpu":
-        return f"its tensors must be on the CPU, got {args['z'].device}"
-    if args["origins"].dtype not in (torch.float32, torch.float64):
-        return f"float32 or float64 rays, got {args['origins'].dtype}"
-    return compiled.unsupported(decoder, args)  # the same rule for ray gradients
-
-
-def _cpp_prepare(by_name: bool) -> Optional[str]:
-    """Builds or loads the extension on first use (its error raised when asked for by name; for "auto", which tries
-    the next backend, a warning once); under torch.compile only an extension already loaded is used."""
-    if _CPP_READY[0]:
-        return None
-    if torch.compiler.is_compiling():
-        return "its extension is not built yet (call render once outside torch.compile to build it)"
-    from .backends import cpp
-
-    if by_name:
-        cpp.load()
-    elif cpp.try_load() is not None:
-        return cpp.BUILD["error"]
-    _CPP_READY[0] = True
-    return None
-
-
-def _run_cpp(*args):
-    from .backends.cpp import render_cpp
-
-    return render_cpp(*args)
-
-
-_BACKENDS: dict[str, _Backend] = {
-    "triton": _Backend("triton", _run_triton, _triton_unavailable, _triton_unsupported, auto_devices=("cuda",),
-                       auto_unsuited=_triton_auto_unsuited),
-    "compiled": _Backend("compiled", compiled.render_compiled, lambda: None, compiled.unsupported),
-    # after compiled: slower than it at the study shape in training (docs/performance.md), so by name only for now
-    "cpp": _Backend("cpp", _run_cpp, _cpp_unavailable, _cpp_unsupported, prepare=_cpp_prepare),
-    "reference": _Backend("reference", _run_reference, lambda: None, lambda decoder, args: None),
-}
+# backend="auto" tries them in this order, on the devices given (None: any the backend supports); cpp runs by name
+_BACKENDS = {"triton": triton, "compiled": compiled, "cpp": cpp, "reference": reference}
+_AUTO = (("triton", ("cuda",)), ("compiled", None), ("reference", None))
 
 
 def available_backends() -> list[str]:
-    """Names of the backends that can run in this process, in the order ``backend="auto"`` tries them."""
+    """Names of the backends that can run in this process (``auto`` tries triton, compiled, reference in turn)."""
     return [name for name, b in _BACKENDS.items() if b.unavailable() is None]
 
 
-def _pick_backend(name: str, decoder, args: dict) -> _Backend:
+def _pick_backend(name: str, decoder, call: RenderCall):
+    """The backend module that takes the call: by name (a clear error where it cannot), or ``auto``'s first choice
+    that can and is suited."""
     if name == "auto":
-        device = args["z"].device.type
-        for b in _BACKENDS.values():
-            if b.auto_devices is not None and device not in b.auto_devices:
+        for candidate, devices in _AUTO:
+            b = _BACKENDS[candidate]
+            if devices is not None and call.z.device.type not in devices:
                 continue
-            if b.unavailable() is None and b.unsupported(decoder, args) is None:
-                if b.auto_unsuited is not None and b.auto_unsuited(decoder, args) is not None:
-                    continue
-                if b.prepare is None or b.prepare(False) is None:
+            if b.unavailable() is None and b.unsupported(decoder, call) is None:
+                unsuited = getattr(b, "auto_unsuited", None)
+                if unsuited is None or unsuited(decoder, call) is None:
                     return b
         raise RuntimeError("render: no backend can take this call")  # unreachable: reference takes all
     if name not in _BACKENDS:
         raise ValueError(f"render: unknown `backend` {name!r}; choose 'auto' or one of {list(_BACKENDS)}")
     b = _BACKENDS[name]
-    reason = b.unavailable() or b.unsupported(decoder, args) or (b.prepare(True) if b.prepare else None)
+    reason = b.unavailable() or b.unsupported(decoder, call)
+    if reason is None and hasattr(b, "prepare"):
+        try:
+            b.prepare()
+        except RuntimeError as err:
+            reason = str(err)
     if reason is not None:
         raise RuntimeError(f"render: backend {name!r} cannot run this call: {reason}")
     return b
@@ -307,13 +176,6 @@ def _autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
     return None
 
 
-def _as_tensor(value) -> torch.Tensor:
-    """A temperature as the 0-d float64 tensor the custom ops take (on the CPU unless given elsewhere)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to(torch.float64)
-    return torch.tensor(float(value), dtype=torch.float64)
-
-
 def render(
     decoder,
     z: torch.Tensor,
@@ -329,7 +191,7 @@ def render(
     jitter: Optional[torch.Tensor] = None,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """Soft silhouettes of SDFs along rays (``shared/SPEC.md``).
+    """Soft silhouettes of SDFs along rays (the contract: docs/contract.md).
 
     Equivalent PyTorch::
 
@@ -363,16 +225,15 @@ def render(
     checked = _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps,
                             jitter)
     compute_dtype = _autocast_dtype(z.device) if origins.dtype == torch.float32 else None
-    z = z.to(origins.dtype)  # a copy if z came in autocast's dtype; autograd carries the gradient back
-    args = dict(z=z, origins=origins, directions=directions, near=near, far=far, jitter=jitter)
-    b = _pick_backend(backend, decoder, args)
+    weights, activation, beta = (), "relu", 100.0
+    if isinstance(decoder, SDFDecoder):
+        weights, activation, beta = decoder_weights(decoder), decoder.activation, decoder.softplus_beta
+    # z in the rays' dtype: a copy if it came in autocast's dtype; autograd carries the gradient back
+    call = RenderCall(z.to(origins.dtype), origins, directions, near, far, valid, jitter, weights, num_samples, tau,
+                      tau_min, float(grad_eps), activation, beta, compute_dtype)
+    b = _pick_backend(backend, decoder, call)
     try:
-        if b.name == "reference":
-            sil = b.run(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter,
-                        compute_dtype)
-        else:
-            sil = b.run(decoder, z, origins, directions, near, far, valid, num_samples, _as_tensor(tau),
-                        _as_tensor(tau_min), float(grad_eps), jitter, compute_dtype)
+        sil = b.render(decoder, call)
     finally:
         # on CUDA the value checks are read once the render is queued (see _value_checks); where the backend raised,
         # a bad value, if there is one, says more than the error it caused there

@@ -1,4 +1,4 @@
-"""Orbit cameras and ray/bounding-sphere intersection, exactly as ``shared/SPEC.md`` defines them.
+"""Orbit cameras and ray/bounding-sphere intersection, exactly as docs/contract.md defines them.
 
 This module makes rays; it does not render. Everything is batched over the leading dimension, works in any
 float dtype on any device, and follows the tensors it is given (the dtype and device of ``azimuth`` decide

@@ -1,6 +1,6 @@
 """The networks: a DeepSDF-style decoder shared by all shapes, and a small CNN image encoder.
 
-The decoder's layer layout is part of the render contract (``shared/SPEC.md``): fast backends read its weights
+The decoder's layer layout is part of the render contract (docs/contract.md): fast backends read its weights
 directly, so the layout below is fixed. The encoder is only a default; any module mapping images to latents
 of the decoder's ``latent_dim`` can replace it.
 """

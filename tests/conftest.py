@@ -36,3 +36,19 @@ def rel_err(a, b):
 def small_decoder(latent_dim=4, hidden_dim=8, dtype=torch.float32, seed=0, **kwargs):
     torch.manual_seed(seed)
     return SDFDecoder(latent_dim=latent_dim, hidden_dim=hidden_dim, **kwargs).to(dtype)
+
+
+def make_call(decoder, z, rays, num_samples=8, tau=0.1, tau_min=0.05, grad_eps=0.0, jitter=None, compute_dtype=None):
+    """The RenderCall ``render`` would make (decoder weights detached), for calling a backend's functions directly."""
+    from sdfsrn_fast.backends._ops import RenderCall, decoder_weights
+
+    weights = tuple(w.detach() for w in decoder_weights(decoder)) if isinstance(decoder, SDFDecoder) else ()
+    activation, beta = (decoder.activation, decoder.softplus_beta) if weights else ("relu", 100.0)
+    return RenderCall(z, *rays, jitter, weights, num_samples, tau, tau_min, grad_eps, activation, beta, compute_dtype)
+
+
+def picked(backend, decoder, z, rays, **kw) -> str:
+    """The name of the backend ``render(..., backend=backend)`` would run (raises as render would)."""
+    from sdfsrn_fast._dispatch import _pick_backend
+
+    return _pick_backend(backend, decoder, make_call(decoder, z, rays, **kw)).__name__.rsplit(".", 1)[-1]

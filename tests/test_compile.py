@@ -6,11 +6,11 @@ import torch
 
 from sdfsrn_fast import render
 from sdfsrn_fast.backends.compiled import compiled_render
-from sdfsrn_fast.backends.fused import decoder_weights
+from sdfsrn_fast.backends._ops import decoder_weights
 
 from conftest import make_rays, small_decoder
 
-FAST_OPS = {"compiled": (compiled_render, torch.ops.sdfsrn_fast.compiled_render_backward)}
+FAST_OPS = {"compiled": (compiled_render.forward, torch.ops.sdfsrn_fast.compiled_render_backward)}
 
 
 def _op_args(dtype, jitter: bool, all_invalid: bool = False, grad=True):

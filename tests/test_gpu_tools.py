@@ -15,9 +15,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PARTS = {
     "core": ["tests", "bench_study", "targets", "bench_reference_compiled", "bench_large", "train_bf16"],
-    "tune": ["bench_default_loads", "bench_looped_loads", "bench_persistent", "bench_tile_loads", "bench_grouped_loads",
-             "load_modes", "host_ops", "profile", "ncu_forward"],
-    "rest": ["kernel_resources", "bench_forward_block64", "bench_exact32", "train_fp32"],
+    "tune": ["bench_default_loads", "bench_tile_loads", "bench_grouped_loads", "load_modes", "host_ops", "profile",
+             "ncu_forward"],
+    "rest": ["kernel_resources", "bench_forward_block64", "train_fp32"],
 }
 
 

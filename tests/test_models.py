@@ -13,7 +13,7 @@ def test_decoder_layout_matches_the_contract():
 
 
 def test_decoder_forward_by_hand():
-    """The forward pass written out with the weights, as fast backends will read them (SPEC.md)."""
+    """The forward pass written out with the weights, as fast backends will read them (docs/contract.md)."""
     dec = SDFDecoder(latent_dim=3, hidden_dim=4, activation="softplus", softplus_beta=5.0, geometric_init=False)
     z, p = torch.randn(2, 3), torch.randn(2, 6, 3)
     W = [layer.weight for layer in dec.layers]

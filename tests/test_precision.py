@@ -1,4 +1,4 @@
-"""Mixed precision (``shared/SPEC.md``, Precision): ``render`` inside ``torch.autocast`` against the float64
+"""Mixed precision (docs/contract.md, Precision): ``render`` inside ``torch.autocast`` against the float64
 reference by flash-attention's low-precision rule, the dtypes it hands back, and that nothing changes outside
 autocast."""
 
@@ -9,7 +9,7 @@ import torch
 
 from sdfsrn_fast import SDFDecoder, render
 from sdfsrn_fast.backends.compiled import compiled_render
-from sdfsrn_fast.backends.fused import decoder_weights
+from sdfsrn_fast.backends._ops import decoder_weights
 
 from conftest import make_rays, rel_err
 
@@ -108,7 +108,7 @@ def test_opcheck_bfloat16(jitter):
     ws = [w.detach().clone().requires_grad_(True) for w in decoder_weights(dec)]
     args = (z, o, d, near, far, valid, jit, ws, S, torch.tensor(0.05, dtype=torch.float64),
             torch.tensor(0.02, dtype=torch.float64), 1e-4, "relu", 100.0, torch.bfloat16)
-    torch.library.opcheck(compiled_render, args)
+    torch.library.opcheck(compiled_render.forward, args)
 
 
 def test_autocast_inside_a_compiled_step():

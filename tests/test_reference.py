@@ -221,10 +221,8 @@ def test_a_bad_value_is_named_where_the_backend_fails_on_it(late_value_checks, m
     """A backend that raises on a bad value (read after it, as on CUDA): the error names the value."""
 
     class Failing:
-        name = "failing"
-
         @staticmethod
-        def run(*args):
+        def render(decoder, call):
             raise RuntimeError("an index out of range in a kernel")
 
     monkeypatch.setattr(_dispatch, "_pick_backend", lambda *args: Failing)

@@ -1,4 +1,4 @@
-"""Every fast backend against the reference (``shared/SPEC.md``): gradcheck in float64, float32 against a float64
+"""Every fast backend against the reference (docs/contract.md): gradcheck in float64, float32 against a float64
 reference by the flash-attention rule, awkward sizes, invalid rays, determinism, the sparse backward's error,
 memory, and the compiled backend's bounded recompilation."""
 
@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from sdfsrn_fast import SDFDecoder, render
-from sdfsrn_fast._dispatch import _pick_backend
 from sdfsrn_fast.backends import compiled as compiled_backend
 from sdfsrn_fast.backends import fused
+from sdfsrn_fast.backends._instrument import recording
+from sdfsrn_fast.backends._ops import decoder_weights
 from sdfsrn_fast.backends.compiled import compiled_render
-from sdfsrn_fast.backends.fused import (STATS, Kernels, decoder_weights, fused_backward, fused_forward,
-                                        mlp_backward, mlp_forward_gather)
+from sdfsrn_fast.backends.fused import Kernels, fused_backward, fused_forward, mlp_backward, mlp_forward_gather
 
-from conftest import make_rays, rel_err, small_decoder
+from conftest import make_call, make_rays, picked, rel_err, small_decoder
 
 # The fused algorithm called directly (no autograd) with eager kernels and a tiny chunk (many chunks, the last one
 # padded), and the public compiled backend (its custom ops through autograd, torch.compile-d kernels).
@@ -28,13 +28,10 @@ def fused_eager(decoder, z, rays, S, weight=None, tau=0.1, tau_min=0.05, grad_ep
                 kernels=SMALL_CHUNKS):
     """Silhouettes and the gradients of sum(weight * sil) w.r.t. z and every decoder weight, by the fused forward
     and backward functions themselves."""
-    weights = [w.detach() for w in decoder_weights(decoder)]
-    args = (z.detach(), *rays, jitter, weights, S)
-    sil, sdf, lse = fused_forward(kernels, *args, tau, tau_min, decoder.activation, decoder.softplus_beta)
+    call = make_call(decoder, z.detach(), rays, S, tau, tau_min, grad_eps, jitter)
+    sil, sdf, lse = fused_forward(kernels, call)
     weight = torch.ones_like(sil) if weight is None else weight
-    g = fused_backward(kernels, weight, sil, sdf, lse, *args, tau, tau_min, grad_eps, decoder.activation,
-                       decoder.softplus_beta)
-    return sil, g
+    return sil, fused_backward(kernels, call, weight, sil, sdf, lse)
 
 
 def _autograd(backend):
@@ -74,7 +71,7 @@ def test_gradcheck_float64_exact(activation):
     tau, tau_min = torch.tensor(0.1, dtype=torch.float64), torch.tensor(0.05, dtype=torch.float64)
 
     def f(z, *ws):  # the public custom op, through its registered autograd
-        return compiled_render(z, *rays, None, list(ws), 5, tau, tau_min, 0.0, "softplus", 10.0, None)[0]
+        return compiled_render.forward(z, *rays, None, list(ws), 5, tau, tau_min, 0.0, "softplus", 10.0, None)[0]
 
     inputs = (z, *(w.detach().clone().requires_grad_(True) for w in decoder_weights(dec)))
     assert torch.autograd.gradcheck(f, inputs)
@@ -208,9 +205,10 @@ def test_screened_forward_against_float64_reference(tau):
     w = target - 0.5
     sil64, g64 = grads(reference, dec64, z64, rays64, S, w.double(), **kw)
     sil_ref, g_ref = grads(reference, dec, z, rays, S, w, **kw)
-    sil_fast, g_fast = grads(fused_eager, dec, z, rays, S, w, kernels=_screened(), **kw)
-    assert STATS["screened_points"] > 0.3 * STATS["forward_points"]  # the screen did spare work
-    assert 0 < STATS["screen_error"] <= fused.SCREEN_ERROR
+    with recording() as rec:
+        sil_fast, g_fast = grads(fused_eager, dec, z, rays, S, w, kernels=_screened(), **kw)
+    assert rec["screened_points"] > 0.3 * rec["forward_points"]  # the screen did spare work
+    assert 0 < rec["screen_error"] <= fused.SCREEN_ERROR
     slack = torch.finfo(torch.float32).eps * math.sqrt(sil64.numel() * S)
     assert rel_err(sil_fast, sil64) <= 4 * rel_err(sil_ref, sil64) + slack
     for a, b, ref in zip(g_fast, g64, g_ref):
@@ -227,8 +225,9 @@ def test_screen_widens_when_its_error_is_larger_than_assumed():
         return mlp_forward_gather(*args).float() + 0.2 * torch.sin(7 * p.sum(-1))
 
     kw = dict(tau=0.01, tau_min=0.005, kernels=_screened(bad_screen))
-    sil, _ = fused_eager(dec, z, rays, S, **kw)
-    assert STATS["screen_error"] > 2 * fused.SCREEN_ERROR
+    with recording() as rec:
+        sil, _ = fused_eager(dec, z, rays, S, **kw)
+    assert rec["screen_error"] > 2 * fused.SCREEN_ERROR
     plain, _ = fused_eager(dec, z, rays, S, tau=0.01, tau_min=0.005)
     torch.testing.assert_close(sil, plain, rtol=0, atol=1e-6)
 
@@ -236,8 +235,9 @@ def test_screen_widens_when_its_error_is_larger_than_assumed():
 def test_screen_is_skipped_when_it_would_not_pay():
     """At a soft temperature nearly every sample matters: the pilot sees it and the forward runs in float32."""
     dec, rays, z, target, S = _screen_case()
-    sil, _ = fused_eager(dec, z, rays, S, tau=0.2, tau_min=0.1, kernels=_screened())
-    assert STATS["screened_points"] == 0
+    with recording() as rec:
+        sil, _ = fused_eager(dec, z, rays, S, tau=0.2, tau_min=0.1, kernels=_screened())
+    assert rec["screened_points"] == 0
     torch.testing.assert_close(sil, fused_eager(dec, z, rays, S, tau=0.2, tau_min=0.1)[0], rtol=0, atol=0)
 
 
@@ -306,7 +306,7 @@ def test_generic_callable_takes_the_chunked_path():
     torch.testing.assert_close(g_c, g_r)
 
 
-@pytest.mark.skipif(not fused._ONEDNN, reason="no oneDNN linear in this torch, or SDFSRN_ONEDNN=0")
+@pytest.mark.skipif(not fused._ONEDNN, reason="no oneDNN linear in this torch")
 @pytest.mark.parametrize("n,k,m", [(1, 1, 1), (127, 37, 5), (2048, 256, 256)])
 def test_onednn_linear_matches_aten(n, k, m):
     """The CPU float32 kernels' matmul x @ W^T by oneDNN, for a contiguous and a transposed W, eager and compiled,
@@ -326,17 +326,16 @@ def test_onednn_linear_matches_aten(n, k, m):
 
 
 def test_auto_falls_back_to_reference_for_ray_gradients():
-    """auto takes a fast backend on CPU (cpp once it builds, else compiled), and the reference when a ray tensor
-    requires grad: the fast paths give rays no gradient."""
+    """auto takes the compiled backend on CPU, and the reference when a ray tensor requires grad: the fast paths
+    give rays no gradient."""
     dec = small_decoder()
     o, d, near, far, valid = make_rays()
     z = torch.randn(2, 4)
-    args = dict(z=z, origins=o, directions=d, near=near, far=far, jitter=None)
-    assert _pick_backend("auto", dec, args).name in ("cpp", "compiled")
-    args["origins"] = o.clone().requires_grad_(True)
-    assert _pick_backend("auto", dec, args).name == "reference"
+    assert picked("auto", dec, z, (o, d, near, far, valid)) == "compiled"
+    o = o.clone().requires_grad_(True)
+    assert picked("auto", dec, z, (o, d, near, far, valid)) == "reference"
     with pytest.raises(RuntimeError, match="compiled"):
-        _pick_backend("compiled", dec, args)
+        picked("compiled", dec, z, (o, d, near, far, valid))
 
 
 def test_compiles_a_bounded_number_of_times():

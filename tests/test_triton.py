@@ -14,11 +14,13 @@ import os
 import pytest
 import torch
 
-from sdfsrn_fast import SDFDecoder, _dispatch, render
-from sdfsrn_fast._dispatch import _pick_backend, available_backends
-from sdfsrn_fast.backends.fused import decoder_weights
+from sdfsrn_fast import SDFDecoder, render
+from sdfsrn_fast._dispatch import available_backends
+from sdfsrn_fast.backends import triton as tb
+from sdfsrn_fast.backends._instrument import recording, tuning
+from sdfsrn_fast.backends._ops import decoder_weights
 
-from conftest import make_rays, rel_err, small_decoder
+from conftest import make_call, make_rays, picked, rel_err, requires_cuda, small_decoder
 
 pytestmark = pytest.mark.skipif("triton" not in available_backends(),
                                 reason="the triton backend cannot run here (no triton, or no GPU and no interpreter)")
@@ -93,21 +95,18 @@ def test_float64_matches_reference(hidden, activation, jitter):
 
 
 @interpreter_only
-@pytest.mark.parametrize("loads", ["0", "1", "2", "3"])
+@pytest.mark.parametrize("loads", [0, 1, 2])
 @pytest.mark.parametrize("hidden,tiles", [(24, 2), (40, 3), (56, 4)])
-def test_several_hidden_tiles(monkeypatch, loads, hidden, tiles):
-    """Hidden widths 24, 40 and 56 in 16-wide tiles (SDFSRN_TRITON_HT=16: two, three and four tiles, the last one
-    masked; four as the study's H = 256 in 64-wide tiles), the weights reaching the dots tile by tile (LOADS 0, tf32
-    on CUDA), grouped per output tile (1, the backward and sm_80), as one joined dot per output tile (2, sm_90's
-    bfloat16 forward; three tiles padded to four) or as
-    joined dots in loops over the output tiles (3, the forward only; the backward then groups): the reference's
-    float64 results each way. (The other tests' widths fit in one tile.)"""
-    monkeypatch.setenv("SDFSRN_TRITON_HT", "16")
-    monkeypatch.setenv("SDFSRN_TRITON_LOADS", loads)
-    from sdfsrn_fast.backends.triton import kernel_config
-
-    assert kernel_config(hidden, 0)["NT"] == tiles and kernel_config(hidden, 0)["LOADS"] == int(loads)
-    assert_tiles_case_matches_reference(hidden)
+def test_several_hidden_tiles(loads, hidden, tiles):
+    """Hidden widths 24, 40 and 56 in 16-wide tiles (two, three and four tiles, the last one masked; four as the
+    study's H = 256 in 64-wide tiles), the weights reaching the dots tile by tile (LOADS 0, tf32 on CUDA), grouped
+    per output tile (1, the backward and sm_80) or as one joined dot per output tile (2, sm_90's bfloat16 forward;
+    three tiles padded to four): the reference's float64 results each way. (The other tests' widths fit in one
+    tile.)"""
+    with tuning(triton_ht=16, triton_loads=loads):
+        cfg = tb.kernel_config(hidden, 0)
+        assert cfg["NT"] == tiles and cfg["LOADS"] == loads
+        assert_tiles_case_matches_reference(hidden)
 
 
 TILES_CASE = dict(batch=2, height=4, width=5, S=8)  # 2 shapes x 20 rays
@@ -126,35 +125,15 @@ def assert_tiles_case_matches_reference(hidden):
 
 
 @interpreter_only
-@pytest.mark.parametrize("hidden", [24, 40, 56])
-def test_persistent_forward(monkeypatch, hidden):
-    """SDFSRN_TRITON_PERSIST=1: programs looping over the tiles with layer 3's weight blocks loaded once (3
-    programs in the interpreter, so each takes several tiles), in 16-wide tiles (two, three and four, the last
-    masked): the reference's float64 results."""
-    monkeypatch.setenv("SDFSRN_TRITON_HT", "16")
-    monkeypatch.setenv("SDFSRN_TRITON_PERSIST", "1")
-    from sdfsrn_fast.backends.triton import _programs, kernel_config
-
-    cfg = kernel_config(hidden, 0, TILES_CASE["S"])
-    assert cfg["PERSIST"] and not kernel_config(hidden, 0, kernel="backward")["PERSIST"]
-    rays_a_shape = TILES_CASE["height"] * TILES_CASE["width"]
-    tiles = TILES_CASE["batch"] * -(-rays_a_shape // cfg["BLOCK_R"])
-    assert tiles > 2 * _programs(torch.device(DEVICE))  # several tiles a program
-    assert_tiles_case_matches_reference(hidden)
-
-
-@interpreter_only
 def test_gradcheck_float64():
     """gradcheck of the triton op through its registered autograd (softplus: smooth), in fast mode (random
     directions; the full Jacobian took 217 s in the interpreter), on rays that see the fitted sphere."""
-    from sdfsrn_fast.backends.triton import triton_render
-
     dec, rays, z, _, S = case(16, latent=3, batch=1, height=2, width=3, S=5, activation="softplus",
                               softplus_beta=10.0, **SEEN)
     tau, tau_min = torch.tensor(0.1, dtype=torch.float64), torch.tensor(0.05, dtype=torch.float64)
 
     def f(z, *ws):
-        return triton_render(z, *rays, None, list(ws), S, tau, tau_min, 0.0, "softplus", 10.0, None)[0]
+        return tb.triton_render.forward(z, *rays, None, list(ws), S, tau, tau_min, 0.0, "softplus", 10.0, None)[0]
 
     inputs = (z, *(w.detach().clone().requires_grad_(True) for w in decoder_weights(dec)))
     assert_informative(f(*inputs), rays[4])
@@ -193,7 +172,7 @@ def test_float32_against_float64_reference():
 
 
 def test_bfloat16_against_float64_reference():
-    """Mixed precision by the SPEC's rule: under autocast(bfloat16) the triton backend (the emulation, under the
+    """Mixed precision by the contract's rule: under autocast(bfloat16) the triton backend (the emulation, under the
     interpreter) errs from the float64 reference by at most 2x the reference run under the same autocast."""
     dec64, rays64, z64, w64, S = case(64, latent=8, batch=2, height=6, width=6, S=16, fit=True)
     dec32, rays32, z32 = copy.deepcopy(dec64).float(), tuple(t.float() if t.is_floating_point() else t
@@ -238,38 +217,35 @@ def test_deterministic():
 
 @interpreter_only
 def test_opcheck():
-    from sdfsrn_fast.backends.triton import triton_render
-
     dec, rays, z, _, S = case(16, batch=1, height=2, width=3, S=5)
     ws = [w.detach().clone().requires_grad_(True) for w in decoder_weights(dec)]
     args = (z, *rays, None, ws, S, torch.tensor(0.1, dtype=torch.float64), torch.tensor(0.05, dtype=torch.float64),
             0.0, "relu", 100.0, None)
-    torch.library.opcheck(triton_render, args)
+    torch.library.opcheck(tb.triton_render.forward, args)
 
 
 def test_dispatch():
     """auto picks triton only for an SDFDecoder on CUDA; asked for by name where it cannot run, one clear error."""
     dec = small_decoder(latent_dim=4, hidden_dim=8).to(DEVICE)
-    o, d, near, far, valid = to_dev(*make_rays())
-    args = dict(z=torch.randn(2, 4, device=DEVICE), origins=o, directions=d, near=near, far=far, jitter=None)
-    picked = _pick_backend("auto", dec, args).name
-    assert picked == "triton" if DEVICE.type == "cuda" else picked != "triton"
+    z, rays = torch.randn(2, 4, device=DEVICE), to_dev(*make_rays())
+    auto = picked("auto", dec, z, rays)
+    assert auto == "triton" if DEVICE.type == "cuda" else auto != "triton"
     with pytest.raises(RuntimeError, match="SDFDecoder only"):
-        _pick_backend("triton", lambda z, p: p.norm(dim=-1), args)
+        picked("triton", lambda z, p: p.norm(dim=-1), z, rays)
     wide = SDFDecoder(latent_dim=4, hidden_dim=300).to(DEVICE)
     with pytest.raises(RuntimeError, match="up to 256"):
-        _pick_backend("triton", wide, args)
+        picked("triton", wide, z, rays)
 
 
 def test_triton_before_3_9_is_refused_on_sm100_above_width_64():
     """Triton 3.6 compiles the forward for sm_100 to a trap above width 64 (--gpu-compile, docs/performance.md):
     there the backend says so (auto then takes the compiled backend); 3.9, sm_90, sm_120 and width 64 go on."""
-    reason = _dispatch._triton_toolchain_unsupported((10, 0), (3, 6), 128)
+    reason = tb.toolchain_unsupported((10, 0), (3, 6), 128)
     assert reason is not None and "triton 3.6" in reason and "sm_100" in reason and ">= 3.9" in reason
-    assert _dispatch._triton_toolchain_unsupported((10, 3), (3, 8), 256) is not None
+    assert tb.toolchain_unsupported((10, 3), (3, 8), 256) is not None
     for capability, version, hidden in [((10, 0), (3, 9), 128), ((10, 0), (3, 6), 64), ((9, 0), (3, 6), 256),
                                         ((12, 0), (3, 6), 128), ((8, 0), (3, 6), 128)]:
-        assert _dispatch._triton_toolchain_unsupported(capability, version, hidden) is None
+        assert tb.toolchain_unsupported(capability, version, hidden) is None
 
 
 def test_unavailable_without_gpu_or_interpreter(monkeypatch):
@@ -287,18 +263,17 @@ def test_unavailable_without_gpu_or_interpreter(monkeypatch):
 def test_host_side_syncs_once():
     """The host side around the kernels: the forward waits for the device nowhere (no ``nonzero``, no ``.item()``),
     the backward once (the kept samples' ``nonzero``). Invalid rays get zeros in every output."""
-    from sdfsrn_fast.backends import triton as tb
-    from sdfsrn_fast.bench import OpCounter
+    from sdfsrn_fast.bench.triton_tools import OpCounter
 
-    dec, (o, d, near, far, valid), z, _, S = case(16, batch=3, height=4, width=5, S=9, dtype=torch.float32)
-    weights = [w.detach() for w in decoder_weights(dec)]
-    args = (z.detach(), o, d, near, far, valid, None, weights, S, 0.05, 0.02, "relu", 100.0)
+    dec, rays, z, _, S = case(16, batch=3, height=4, width=5, S=9, dtype=torch.float32)
+    call = make_call(dec, z.detach(), rays, S, 0.05, 0.02, 1e-4)
     with OpCounter() as fwd:
-        sil, sdf, lse = tb.triton_forward(*args)
+        sil, sdf, lse = tb.triton_forward(call)
     with OpCounter() as bwd:
-        tb.triton_backward(torch.ones_like(sil), sil, sdf, lse, *args[:8], S, 0.05, 0.02, 1e-4, "relu", 100.0)
+        tb.triton_backward(call, torch.ones_like(sil), sil, sdf, lse)
     assert fwd.syncs == 0, fwd.counts
     assert bwd.syncs == 1 and bwd.counts["aten.nonzero.default"] == 1, bwd.counts
+    valid = rays[4]
     assert not bool(valid.all())
     assert (sdf[~valid] == 0).all() and (lse[~valid] == 0).all() and (sil[~valid] == 0).all()
     assert (sil[valid] > 0).all()
@@ -322,75 +297,47 @@ def test_a_shape_without_valid_rays():
 
 
 @interpreter_only
-def test_backward_chunks_add_up(monkeypatch):
-    """Kept samples split over several backward launches (SDFSRN_TRITON_CHUNK=7, a size that also splits a shape's
-    samples mid-program) give the gradients of one launch, to float64 round-off."""
+def test_backward_chunks_add_up():
+    """Kept samples split over several backward launches (chunks of 7, a size that also splits a shape's samples
+    mid-program) give the gradients of one launch, to float64 round-off."""
     dec, rays, z, weight, S = case(16, batch=3, height=3, width=4, S=6, **SEEN)
     sil_1, g_1 = run("triton", dec, z, rays, S, weight, **SOFT)
     assert_informative(sil_1, rays[4])
-    monkeypatch.setenv("SDFSRN_TRITON_CHUNK", "7")
-    from sdfsrn_fast.backends.fused import STATS
-
-    sil_n, g_n = run("triton", dec, z, rays, S, weight, **SOFT)
-    assert STATS["backward_points"] > 2 * 7  # three chunks or more really ran
+    with tuning(triton_chunk=7), recording() as rec:
+        sil_n, g_n = run("triton", dec, z, rays, S, weight, **SOFT)
+    assert rec["backward_launches"] >= 3  # three chunks or more really ran
     torch.testing.assert_close(sil_n, sil_1, rtol=0, atol=0)
     for a, b in zip(g_n, g_1):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
-def test_auto_leaves_wide_tf32_and_exact_float32_to_compiled():
+def test_auto_leaves_wide_tf32_to_compiled():
     """``auto`` does not take triton for tf32 at hidden widths above 128 (slower than the compiled backend on an
-    H200, spills), nor for exact float32 (not yet timed on a GPU); under autocast, or tf32 at H <= 128, it may; by
-    name it still runs."""
-    from sdfsrn_fast._dispatch import _triton_auto_unsuited
-
-    o, d, near, far, valid = make_rays()
-    args = dict(z=torch.randn(2, 4), origins=o, directions=d, near=near, far=far, jitter=None)
+    H200, spills); under autocast, or tf32 at H <= 128, it may; by name it still runs."""
+    rays = make_rays()
     wide, narrow = SDFDecoder(latent_dim=4, hidden_dim=256), SDFDecoder(latent_dim=4, hidden_dim=128)
+    z = torch.randn(2, 4)
+    assert "compiled" in tb.auto_unsuited(wide, make_call(wide, z, rays))
+    assert tb.auto_unsuited(narrow, make_call(narrow, z, rays)) is None
+    assert tb.auto_unsuited(wide, make_call(wide, z, rays, compute_dtype=torch.bfloat16)) is None
+
+
+@requires_cuda
+def test_exact_float32_and_float64_are_the_compiled_backends_on_cuda():
+    """On CUDA the kernels run tf32, bfloat16 or float16: exact float32 (``"highest"``) and float64 by name are a
+    clear error, and auto takes the compiled backend for them."""
+    dec = small_decoder(latent_dim=4, hidden_dim=8).cuda()
+    z, rays = torch.randn(2, 4, device="cuda"), to_dev(*make_rays())
     before = torch.get_float32_matmul_precision()
     try:
-        torch.set_float32_matmul_precision("high")
-        assert "compiled" in _triton_auto_unsuited(wide, args)
-        assert _triton_auto_unsuited(narrow, args) is None
         torch.set_float32_matmul_precision("highest")
-        assert "exact float32" in _triton_auto_unsuited(narrow, args)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert _triton_auto_unsuited(wide, args) is None
+        with pytest.raises(RuntimeError, match="exact float32"):
+            picked("triton", dec, z, rays)
+        assert picked("auto", dec, z, rays) == "compiled"
     finally:
         torch.set_float32_matmul_precision(before)
-
-
-def test_exact_float32_by_screen_and_refinement(monkeypatch):
-    """Exact float32 as on CUDA with ``torch.get_float32_matmul_precision() == "highest"`` (SDFSRN_TRITON_SCREEN=1
-    in the interpreter): the kernel's bfloat16 screen, the samples near each ray's soft minimum recomputed in
-    float32, the compiled backend's backward. It meets float32's rule of ``test_float32_against_float64_reference``
-    while the screen alone errs far more (silhouettes 0.16 against 1.4e-7, AMD EPYC, 2026-11-29), and it recomputed
-    only part of the samples (1448 of 3328)."""
-    from sdfsrn_fast.backends import triton as tb
-    from sdfsrn_fast.backends.fused import STATS
-
-    monkeypatch.setenv("SDFSRN_TRITON_SCREEN", "1")
-    dec64, rays64, z64, w64, S = case(32, latent=8, batch=2, height=8, width=8, S=32, fit=True, fov=0.8)
-    dec32, rays32, z32 = copy.deepcopy(dec64).float(), tuple(t.float() if t.is_floating_point() else t
-                                                              for t in rays64), z64.detach().float().requires_grad_()
-    kw = dict(tau=0.02, tau_min=0.005)
-    sil64, g64 = run("reference", dec64, z64, rays64, S, w64, **kw)
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:
-        assert tb.screens(torch.float32, None, DEVICE)
-        sil_ref, g_ref = run("reference", dec32, z32, rays32, S, w64, **kw)
-        sil_t, g_t = run("triton", dec32, z32, rays32, S, w64, **kw)
-        refined, screened = STATS["refined_points"], STATS["screened_points"]
-        weights = [w.detach() for w in decoder_weights(dec32)]
-        sil_screen, _, _ = tb._forward_kernel(z32.detach(), *rays32, None, weights, S, kw["tau"], kw["tau_min"],
-                                              dec32.activation, dec32.softplus_beta, torch.bfloat16)
-    finally:
-        torch.set_float32_matmul_precision(before)
-    slack = torch.finfo(torch.float32).eps * math.sqrt(sil64.numel() * S)
-    assert_rule([sil_t, *g_t], [sil_ref, *g_ref], [sil64, *g64], slack)
-    assert 0 < refined and 0.3 * (refined + screened) < screened  # the screen kept a good part (56% when written)
-    assert rel_err(sil_screen, sil64) > 30 * max(rel_err(sil_t, sil64), slack)
+    with pytest.raises(RuntimeError, match="float64"):
+        picked("triton", dec.double(), z.double(), tuple(t.double() if t.is_floating_point() else t for t in rays))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64] if DEVICE.type == "cpu" else [torch.float32])
@@ -400,7 +347,6 @@ def test_kept_samples_kernel_matches_torch(dtype, grad_eps):
     version (:func:`sdfsrn_fast.backends.fused.kept_indices`, the compiled and cpp backends'), with the same
     dL/ds to round-off; invalid rays keep none."""
     from sdfsrn_fast.backends.fused import kept_indices
-    from sdfsrn_fast.backends.triton import _kept_indices
 
     g = torch.Generator().manual_seed(3)
     B, R, S, tau, tau_min = 3, 37, 11, 0.05, 0.02
@@ -412,7 +358,7 @@ def test_kept_samples_kernel_matches_torch(dtype, grad_eps):
     grad = torch.randn(B, R, generator=g, dtype=dtype)
     args = [t.to(DEVICE) for t in (grad, sil, sdf, lse, valid)]
     idx, ds = kept_indices(*args, S, tau, tau_min, grad_eps)
-    idx_t, ds_t = _kept_indices(*args, S, tau, tau_min, grad_eps)
+    idx_t, ds_t = tb.kept_indices(*args, S, tau, tau_min, grad_eps)
     assert 0 < idx.numel() <= valid.sum() * S and torch.equal(idx_t, idx)
     assert valid.reshape(-1).to(DEVICE)[idx_t // S].all()
     torch.testing.assert_close(ds_t, ds, rtol=4 * torch.finfo(dtype).eps, atol=0)

@@ -1,96 +1,188 @@
-"""The custom-op pattern every fast backend follows: a forward op and a backward op under the ``sdfsrn_fast``
-namespace, a fake (meta) implementation of each, and the autograd formula that joins them.
+"""One render call as every backend receives it (:class:`RenderCall`), and the custom-op pattern every fast backend
+follows (:func:`define_render_ops`).
 
-``torch.compile`` sees each op as one opaque node whose output shapes depend only on input shapes: how many rays
-are valid and how many samples the backward keeps stays inside the ops, so a user's compiled model neither
-breaks its graph nor recompiles when those counts change. A backend supplies two plain functions, its forward
-(``-> (sil [B, R], sdf [B, R, S], lse [B, R])``) and its backward (``-> [dz, dW0, db0, ..., dW4, db4]``), with
-the signatures of :func:`sdfsrn_fast.backends.fused.fused_forward` / ``fused_backward`` minus their first
-argument; :func:`define_render_ops` makes the two ops from them. A backend whose ops are defined elsewhere
-(``TORCH_LIBRARY`` in C++) registers only the fakes and autograd with :func:`register_render_meta`.
+``render`` checks its arguments once and describes the call as a :class:`RenderCall`; every backend takes that
+object, so an argument or an output is added in one place per backend. A fast backend supplies two plain functions,
+``forward(call) -> (sil [B, R], sdf [B, R, S], lse [B, R])`` and ``backward(call, grad_sil, sil, sdf, lse) ->
+[dz, dW0, db0, ..., dW4, db4]``; :func:`define_render_ops` makes from them the custom ops
+``sdfsrn_fast::{backend}_render`` and ``sdfsrn_fast::{backend}_render_backward`` with their fake implementations and
+autograd formula. ``torch.compile`` sees each op as one opaque node whose output shapes depend only on input shapes:
+how many rays are valid and how many samples the backward keeps stays inside the ops, so a user's compiled model
+neither breaks its graph nor recompiles when those counts change.
 
-``compute_dtype`` is None for full precision or the autocast dtype (bfloat16, float16) for mixed precision
-(``shared/SPEC.md``, Precision): ``render`` reads it from ``torch.autocast`` and the ops run with autocast off, so
-that their precision is exactly the one asked for. The ops take ``tau`` and ``tau_min`` as 0-d tensors, not
-floats: under ``torch.compile`` a float argument is a constant of the graph, so an annealed temperature would
-recompile the caller's model at every new value. The ray inputs get no gradient; the backward op itself has no
-autograd (no double backward).
+The ops take ``tau`` and ``tau_min`` as 0-d tensors, not floats: under ``torch.compile`` a float argument is a
+constant of the graph, so an annealed temperature would recompile the caller's model at every new value. Inside
+the ops they are floats again. ``compute_dtype`` is None for full precision or the autocast dtype (bfloat16,
+float16) for mixed precision (docs/contract.md, Precision): ``render`` reads it from ``torch.autocast`` and the
+ops run with autocast off, so that their precision is exactly the one asked for. The ray inputs get no gradient;
+the backward op itself has no autograd (no double backward).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
 
-__all__ = ["define_render_ops", "register_render_meta", "RENDER_ARGS"]
-
-# The forward op's arguments, in order (the backward op takes grad_sil, sil, sdf, lse, then these).
-RENDER_ARGS = ("z", "origins", "directions", "near", "far", "valid", "jitter", "weights", "num_samples", "tau",
-               "tau_min", "grad_eps", "activation", "beta", "compute_dtype")
+__all__ = ["RenderCall", "DecoderParts", "RenderOps", "define_render_ops", "decoder_weights"]
 
 
-def register_render_meta(forward_op, backward_op) -> None:
-    """Fake implementations of both ops and the autograd formula of the forward op (which calls the backward op)."""
-
-    def forward_fake(z, origins, directions, near, far, valid, jitter, weights, num_samples, tau, tau_min, grad_eps,
-                     activation, beta, compute_dtype):
-        B, R = near.shape
-        return z.new_empty((B, R)), z.new_empty((B, R, num_samples)), z.new_empty((B, R))
-
-    def backward_fake(grad_sil, sil, sdf, lse, z, origins, directions, near, far, valid, jitter, weights, num_samples,
-                      tau, tau_min, grad_eps, activation, beta, compute_dtype):
-        return [torch.empty_like(z)] + [torch.empty_like(w) for w in weights]
-
-    torch.library.register_fake(forward_op, forward_fake)
-    torch.library.register_fake(backward_op, backward_fake)
-
-    def setup_context(ctx, inputs, output):
-        (z, origins, directions, near, far, valid, jitter, weights, num_samples, tau, tau_min, grad_eps, act, beta,
-         compute_dtype) = inputs
-        sil, sdf, lse = output
-        ctx.has_jitter = jitter is not None
-        ctx.config = (num_samples, grad_eps, act, beta, compute_dtype)
-        extra = (jitter,) if jitter is not None else ()
-        ctx.save_for_backward(sil, sdf, lse, z, origins, directions, near, far, valid, tau, tau_min, *weights, *extra)
-
-    def backward(ctx, grad_sil, _grad_sdf, _grad_lse):
-        saved = list(ctx.saved_tensors)
-        jitter = saved.pop() if ctx.has_jitter else None
-        sil, sdf, lse, z, origins, directions, near, far, valid, tau, tau_min = saved[:11]
-        weights = saved[11:]
-        num_samples, grad_eps, act, beta, compute_dtype = ctx.config
-        grads = backward_op(grad_sil.contiguous(), sil, sdf, lse, z, origins, directions, near, far, valid, jitter,
-                            weights, num_samples, tau, tau_min, grad_eps, act, beta, compute_dtype)
-        dz, dweights = grads[0], list(grads[1:])
-        return (dz, None, None, None, None, None, None, dweights) + (None,) * 7
-
-    torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
+def decoder_weights(decoder) -> tuple:
+    """``(W0, b0, W1, b1, W2, b2, W3, b3, W4, b4)`` of an SDFDecoder, in the layout of docs/contract.md."""
+    return tuple(t for layer in decoder.layers for t in (layer.weight, layer.bias))
 
 
-def define_render_ops(backend: str, forward_impl: Callable, backward_impl: Callable):
+class DecoderParts(NamedTuple):
+    """The decoder as the fast kernels take it, contiguous: the latent's share of layers 1 and 3 per shape
+    (``W_z z + b``, [B, H] each, computed once per shape: the latent enters nowhere else), the xyz columns of those
+    layers ([H, 3] each), the three H x H matrices (in the dot operands' dtype), the biases of layers 2 and 4 [H],
+    and the output layer (w4 [H], b4 [1])."""
+
+    c0: Tensor
+    c2: Tensor
+    w0p: Tensor
+    w2p: Tensor
+    w1: Tensor
+    b1: Tensor
+    w2h: Tensor
+    w3: Tensor
+    b3: Tensor
+    w4: Tensor
+    b4: Tensor
+
+
+@dataclass(frozen=True)
+class RenderCall:
+    """One checked call of ``render``: its tensors (z in the rays' dtype), the decoder's weights (empty for a generic
+    callable decoder) and its settings. ``tau`` and ``tau_min`` are what the caller passed (a number or a 0-d
+    tensor) outside the ops and floats inside them; ``compute_dtype`` is autocast's lower dtype or None."""
+
+    z: Tensor
+    origins: Tensor
+    directions: Tensor
+    near: Tensor
+    far: Tensor
+    valid: Tensor
+    jitter: Optional[Tensor]
+    weights: tuple
+    num_samples: int
+    tau: Union[float, Tensor]
+    tau_min: Union[float, Tensor]
+    grad_eps: float
+    activation: str = "relu"
+    beta: float = 100.0
+    compute_dtype: Optional[torch.dtype] = None
+
+    @property
+    def batch(self) -> int:
+        return self.origins.shape[0]
+
+    @property
+    def rays(self) -> int:
+        """R, rays per shape."""
+        return self.origins.shape[1]
+
+    @property
+    def hidden(self) -> int:
+        return self.weights[2].shape[0]
+
+    def replace(self, **changes) -> "RenderCall":
+        return dataclasses.replace(self, **changes)
+
+    def op_args(self) -> tuple:
+        """The arguments of a forward op, in its order (the temperatures as 0-d tensors)."""
+        return (self.z, self.origins, self.directions, self.near, self.far, self.valid, self.jitter, list(self.weights),
+                self.num_samples, _as_tensor(self.tau), _as_tensor(self.tau_min), float(self.grad_eps),
+                self.activation, float(self.beta), self.compute_dtype)
+
+    def parts(self, op_dtype: Optional[torch.dtype] = None) -> DecoderParts:
+        """:class:`DecoderParts`, the H x H matrices cast to ``op_dtype`` (None: the weights' dtype)."""
+        W0, b0, W1, b1, W2, b2, W3, b3, W4, b4 = self.weights
+        L, H = self.z.shape[1], W1.shape[0]
+        c0 = torch.addmm(b0, self.z, W0[:, :L].t())
+        c2 = torch.addmm(b2, self.z, W2[:, H : H + L].t())
+        op = (lambda w: w.contiguous()) if op_dtype is None else (lambda w: w.to(op_dtype).contiguous())
+        return DecoderParts(c0, c2, W0[:, L:].contiguous(), W2[:, H + L :].contiguous(), op(W1), b1.contiguous(),
+                            op(W2[:, :H]), op(W3), b3.contiguous(), W4.reshape(-1).contiguous(), b4.reshape(1))
+
+
+def _as_tensor(value) -> Tensor:
+    """A temperature as the 0-d float64 tensor the ops take (on the CPU unless given elsewhere)."""
+    if isinstance(value, Tensor):
+        return value.detach().to(torch.float64)
+    return torch.tensor(float(value), dtype=torch.float64)
+
+
+def _call(z, origins, directions, near, far, valid, jitter, weights, num_samples, tau, tau_min, grad_eps, activation,
+          beta, compute_dtype) -> RenderCall:
+    """The call inside an op, from the op's arguments (temperatures as floats)."""
+    return RenderCall(z, origins, directions, near, far, valid, jitter, tuple(weights), num_samples, tau.item(),
+                      tau_min.item(), grad_eps, activation, beta, compute_dtype)
+
+
+class RenderOps:
+    """A fast backend's pair of custom ops; ``ops(call)`` renders the call's silhouettes through them (autograd
+    included), ``ops.forward`` is the forward op itself (for ``opcheck`` and direct calls)."""
+
+    def __init__(self, forward_op, backward_op):
+        self.forward, self.backward = forward_op, backward_op
+
+    def __call__(self, call: RenderCall) -> Tensor:
+        return self.forward(*call.op_args())[0]
+
+
+def define_render_ops(backend: str, forward_impl: Callable, backward_impl: Callable) -> RenderOps:
     """Defines ``sdfsrn_fast::{backend}_render`` and ``sdfsrn_fast::{backend}_render_backward`` from the backend's
-    forward and backward functions (see the module docstring) and registers fakes and autograd; returns the
-    forward op."""
+    forward and backward functions (see the module docstring), with fakes and autograd."""
 
     @torch.library.custom_op(f"sdfsrn_fast::{backend}_render", mutates_args=())
     def forward_op(z: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor, valid: Tensor,
                    jitter: Optional[Tensor], weights: list[Tensor], num_samples: int, tau: Tensor, tau_min: Tensor,
                    grad_eps: float, activation: str, beta: float,
                    compute_dtype: Optional[torch.dtype]) -> tuple[Tensor, Tensor, Tensor]:
+        call = _call(z, origins, directions, near, far, valid, jitter, weights, num_samples, tau, tau_min, grad_eps,
+                     activation, beta, compute_dtype)
         with torch.autocast(z.device.type, enabled=False):  # precision is compute_dtype's, not the ambient autocast's
-            return forward_impl(z, origins, directions, near, far, valid, jitter, weights, num_samples, tau.item(),
-                                tau_min.item(), activation, beta, compute_dtype)
+            return forward_impl(call)
 
     @torch.library.custom_op(f"sdfsrn_fast::{backend}_render_backward", mutates_args=())
     def backward_op(grad_sil: Tensor, sil: Tensor, sdf: Tensor, lse: Tensor, z: Tensor, origins: Tensor,
                     directions: Tensor, near: Tensor, far: Tensor, valid: Tensor, jitter: Optional[Tensor],
                     weights: list[Tensor], num_samples: int, tau: Tensor, tau_min: Tensor, grad_eps: float,
                     activation: str, beta: float, compute_dtype: Optional[torch.dtype]) -> list[Tensor]:
+        call = _call(z, origins, directions, near, far, valid, jitter, weights, num_samples, tau, tau_min, grad_eps,
+                     activation, beta, compute_dtype)
         with torch.autocast(z.device.type, enabled=False):
-            return backward_impl(grad_sil, sil, sdf, lse, z, origins, directions, near, far, valid, jitter, weights,
-                                 num_samples, tau.item(), tau_min.item(), grad_eps, activation, beta, compute_dtype)
+            return backward_impl(call, grad_sil, sil, sdf, lse)
 
-    register_render_meta(forward_op, backward_op)
-    return forward_op
+    @forward_op.register_fake
+    def _(z, origins, directions, near, far, valid, jitter, weights, num_samples, *_):
+        B, R = near.shape
+        return z.new_empty((B, R)), z.new_empty((B, R, num_samples)), z.new_empty((B, R))
+
+    @backward_op.register_fake
+    def _(grad_sil, sil, sdf, lse, z, origins, directions, near, far, valid, jitter, weights, *_):
+        return [torch.empty_like(z)] + [torch.empty_like(w) for w in weights]
+
+    def setup_context(ctx, inputs, output):
+        z, origins, directions, near, far, valid, jitter, weights, num_samples, tau, tau_min = inputs[:11]
+        ctx.settings = (num_samples, *inputs[11:])  # num_samples, grad_eps, activation, beta, compute_dtype
+        ctx.n_weights, ctx.has_jitter = len(weights), jitter is not None
+        ctx.save_for_backward(*output, z, origins, directions, near, far, valid, tau, tau_min, *weights,
+                              *([jitter] if ctx.has_jitter else []))
+
+    def backward(ctx, grad_sil, _grad_sdf, _grad_lse):
+        saved = ctx.saved_tensors
+        outputs, rays, temps = saved[:3], saved[3:9], saved[9:11]
+        weights = list(saved[11 : 11 + ctx.n_weights])
+        jitter = saved[-1] if ctx.has_jitter else None
+        num_samples, grad_eps, activation, beta, compute_dtype = ctx.settings
+        grads = backward_op(grad_sil.contiguous(), *outputs, *rays, jitter, weights, num_samples, *temps, grad_eps,
+                            activation, beta, compute_dtype)
+        return (grads[0], None, None, None, None, None, None, list(grads[1:])) + (None,) * 7
+
+    torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
+    return RenderOps(forward_op, backward_op)

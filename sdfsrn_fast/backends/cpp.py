@@ -4,10 +4,9 @@
 as the custom ops ``sdfsrn_fast::cpp_render`` / ``cpp_render_backward`` (:mod:`._ops`).
 
 The extension is compiled with ``torch.utils.cpp_extension`` and ninja on first use (cached in torch's extension
-directory; ``pip install -e .`` never needs a compiler). ``backend="cpp"`` raises the build's error where it cannot
-be built (no compiler, a failed build). ``backend="auto"`` tries it after the compiled backend, which trains
-faster at the study shape (docs/performance.md), so today it runs by name; were it placed first, a failed build
-would be one warning and the compiled backend would take the call (``try_load``, tested).
+directory; ``pip install -e .`` never needs a compiler); ``backend="cpp"`` raises the build's error where it cannot
+be built (no compiler, a failed build). It runs by name only: ``backend="auto"`` takes the compiled backend on the
+CPU, which is as fast or faster at the study shape (docs/performance.md).
 What it is not: a GPU path, or a path for generic callable decoders (SDFDecoder only), and it takes no float16
 (autocast to bfloat16 on CPUs).
 """
@@ -18,15 +17,18 @@ import os
 import shutil
 import threading
 import time
-import warnings
 from pathlib import Path
+from typing import Optional
 
 import torch
 
-from ._ops import define_render_ops
-from .fused import STATS, assemble_grads, decoder_weights, kept_samples
+from ..models import SDFDecoder
+from ._instrument import record
+from ._ops import RenderCall, define_render_ops
+from .compiled import unsupported as _ray_gradients
+from .fused import assemble_grads, kept_samples
 
-__all__ = ["load", "render_cpp", "cpp_render", "BUILD"]
+__all__ = ["load", "render", "cpp_render", "BUILD"]
 
 SOURCE = Path(__file__).resolve().parents[2] / "csrc" / "render_cpu.cpp"
 EXTENSION_NAME = "sdfsrn_fast_cpp"
@@ -88,84 +90,68 @@ def _register_fakes() -> None:
         return [e(c0.shape), e(c2.shape), e(H, 3), e(H, H), e(H), e(H, H), e(H, 3), e(H, H), e(H), e(H), e(())]
 
 
-def _kernel_args(z, weights):
-    """The latent shares (with the biases of layers 1 and 3), the xyz columns and the other weights, as the C++
-    kernels take them."""
-    W0, b0, W1, b1, W2, b2, W3, b3, W4, b4 = weights
-    L, H = z.shape[1], W1.shape[0]
-    return (torch.addmm(b0, z, W0[:, :L].t()), torch.addmm(b2, z, W2[:, H : H + L].t()), W0[:, L:], W2[:, H + L :],
-            W1, b1, W2[:, :H], W3, b3, W4.reshape(-1))
-
-
 def _bf16(compute_dtype) -> bool:
     if compute_dtype not in (None, torch.bfloat16):
         raise RuntimeError(f"the cpp backend runs float32, float64 or bfloat16 autocast, not {compute_dtype}")
     return compute_dtype == torch.bfloat16
 
 
-def _forward(z, origins, directions, near, far, valid, jitter, weights, num_samples, tau, tau_min, activation,
-             beta, compute_dtype=None):
+def _rays(call: RenderCall) -> tuple:
+    return (call.origins.reshape(-1, 3), call.directions.reshape(-1, 3), call.near.reshape(-1), call.far.reshape(-1))
+
+
+def _forward(call: RenderCall):
     load()
-    B, R, _ = origins.shape
-    rays = valid.reshape(-1).nonzero().squeeze(1)
-    STATS.update(forward_points=rays.numel() * num_samples, refined_points=0, screened_points=0, screen_error=0.0)
-    c0, c2, w0p, w2p, w1, b1, w2h, w3, b3, w4 = _kernel_args(z, weights)
+    B, R, S = call.batch, call.rays, call.num_samples
+    rays = call.valid.reshape(-1).nonzero().squeeze(1)
+    record(forward_points=rays.numel() * S, refined_points=0, screened_points=0, screen_error=0.0)
+    p = call.parts()
     sil, sdf, lse = torch.ops.sdfsrn_fast.cpp_forward(
-        origins.reshape(-1, 3), directions.reshape(-1, 3), near.reshape(-1), far.reshape(-1),
-        None if jitter is None else jitter.reshape(-1), rays, c0, c2, w0p, w2p, w1, b1, w2h, w3, b3, w4,
-        float(weights[9].reshape(())), num_samples, R, tau, tau_min, activation, beta, _bf16(compute_dtype))
-    return sil.view(B, R), sdf.view(B, R, num_samples), lse.view(B, R)
+        *_rays(call), None if call.jitter is None else call.jitter.reshape(-1), rays, p.c0, p.c2, p.w0p, p.w2p, p.w1,
+        p.b1, p.w2h, p.w3, p.b3, p.w4, float(p.b4), S, R, call.tau, call.tau_min, call.activation, call.beta,
+        _bf16(call.compute_dtype))
+    return sil.view(B, R), sdf.view(B, R, S), lse.view(B, R)
 
 
-def _backward(grad_sil, sil, sdf, lse, z, origins, directions, near, far, valid, jitter, weights, num_samples, tau,
-              tau_min, grad_eps, activation, beta, compute_dtype=None):
+def _backward(call: RenderCall, grad_sil, sil, sdf, lse):
     load()
-    B, R, _ = origins.shape
-    rays, k, g = kept_samples(grad_sil, sil, sdf, lse, valid, jitter, num_samples, tau, tau_min, grad_eps)
-    STATS["backward_points"] = rays.numel()
-    c0, c2, w0p, w2p, w1, b1, w2h, w3, b3, w4 = _kernel_args(z, weights)
-    dc0, dc2, dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4 = torch.ops.sdfsrn_fast.cpp_backward_samples(
-        origins.reshape(-1, 3), directions.reshape(-1, 3), near.reshape(-1), far.reshape(-1), rays, k, g, c0, c2,
-        w0p, w2p, w1, b1, w2h, w3, b3, w4, num_samples, R, activation, beta, _bf16(compute_dtype))
-    return assemble_grads(z, weights, dc0, dc2, dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4)
+    rays, k, g = kept_samples(call, grad_sil, sil, sdf, lse)
+    record(backward_points=rays.numel())
+    p = call.parts()
+    grads = torch.ops.sdfsrn_fast.cpp_backward_samples(
+        *_rays(call), rays, k, g, p.c0, p.c2, p.w0p, p.w2p, p.w1, p.b1, p.w2h, p.w3, p.b3, p.w4, call.num_samples,
+        call.rays, call.activation, call.beta, _bf16(call.compute_dtype))
+    return assemble_grads(call, *grads)
 
 
 cpp_render = define_render_ops("cpp", _forward, _backward)
-_WARNED = [False]
 
 
-def _warn_once(reason: str) -> None:
-    if not _WARNED[0]:
-        _WARNED[0] = True
-        warnings.warn(f"sdfsrn_fast: {reason}; rendering on the CPU with the compiled backend instead",
-                      RuntimeWarning, stacklevel=4)
+def render(decoder, call: RenderCall) -> torch.Tensor:
+    return cpp_render(call)
 
 
-def unavailable() -> str | None:
-    """Why the backend cannot run here, known without building (no compiler or source, an earlier failed build),
-    warned once; None if it may."""
+def unavailable() -> Optional[str]:
+    """Why the backend cannot run here, known without building (no compiler or source, an earlier failed build;
+    inside ``torch.compile``: an extension not loaded yet); None if it may."""
     if BUILD["loaded"]:
         return None
+    if torch.compiler.is_compiling():  # no builds and no file-system probes while tracing
+        return "its extension is built on first use outside torch.compile (call render once before compiling)"
     missing = compiler_missing()
-    reason = BUILD["error"] or (f"the cpp backend cannot be built: {missing}" if missing else None)
-    if reason is not None:
-        _warn_once(reason)
-    return reason
+    return BUILD["error"] or (f"the cpp backend cannot be built: {missing}" if missing else None)
 
 
-def try_load() -> str | None:
-    """None once the extension is loaded; else why not, warned once (for backend="auto", which falls back)."""
-    try:
-        load()
-        return None
-    except RuntimeError as err:
-        _warn_once(str(err))
-        return str(err)
+def unsupported(decoder, call: RenderCall) -> Optional[str]:
+    if not isinstance(decoder, SDFDecoder):
+        return "it renders SDFDecoder only, not a generic callable"
+    if call.z.device.type != "cpu":
+        return f"its tensors must be on the CPU, got {call.z.device}"
+    if call.origins.dtype not in (torch.float32, torch.float64):
+        return f"float32 or float64 rays, got {call.origins.dtype}"
+    return _ray_gradients(decoder, call)
 
 
-def render_cpp(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter,
-               compute_dtype=None):
-    """Arguments as in ``render`` (checked there; tau and tau_min as 0-d tensors; compute_dtype: autocast's)."""
-    sil, _, _ = cpp_render(z, origins, directions, near, far, valid, jitter, decoder_weights(decoder), num_samples,
-                           tau, tau_min, grad_eps, decoder.activation, decoder.softplus_beta, compute_dtype)
-    return sil
+def prepare() -> None:
+    """Builds or loads the extension (raises the reason where it cannot)."""
+    load()

@@ -5,7 +5,7 @@ They are not autograd code: the backends wrap them as custom ops (:mod:`._ops`),
 Forward runs over fixed-size chunks of the samples of valid rays only, and returns per sample only its scalar
 SDF, per ray the logsumexp of the soft minimum and the silhouette: never a hidden activation, so a training
 step's memory grows with B x R x S scalars. Backward recomputes each kept sample's point, forms the soft-min weights
-``w_k = exp(-s_k / tau_min - lse)`` and ``dL/ds_k = dL/dm * w_k`` (SPEC.md), keeps the samples that matter
+``w_k = exp(-s_k / tau_min - lse)`` and ``dL/ds_k = dL/dm * w_k`` (docs/contract.md), keeps the samples that matter
 (``w_k >= grad_eps`` on rays whose ``|dL/dm|`` is at least ``grad_eps`` times the largest; everything nonzero
 when ``grad_eps = 0``, which is exact), recomputes the decoder there and backpropagates by hand. The latent
 enters only through ``W_z z`` (layers 1 and 3), which is computed once per shape in forward and backward.
@@ -28,7 +28,6 @@ bfloat16 and recomputes in float32 only the samples that can move a silhouette b
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -36,36 +35,22 @@ import torch
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from ._instrument import record
+from ._ops import RenderCall
 from .reference import sample_points, soft_silhouette
 
-__all__ = ["fused_forward", "fused_backward", "kept_samples", "sample_offsets", "refine_screened", "sample_points_at",
-           "assemble_grads", "render_callable_chunked", "chunk_size", "decoder_weights", "Kernels", "EAGER"]
+__all__ = ["fused_forward", "fused_backward", "kept_indices", "kept_samples", "sample_offsets", "refine_screened",
+           "sample_points_at", "assemble_grads", "render_callable_chunked", "chunk_size", "Kernels", "EAGER"]
 
 # Points per chunk, by device type. CPU: measured by `python -m sdfsrn_fast.bench --sweep-chunk` (no-grad
-# forward GFLOP/s at the study's width, 2-core Xeon): see the README's performance section. 2048 points keep a
-# chunk's activations (2048 x 256 float32 = 2 MiB each) in cache. CUDA: on an H100, 65536 points ran at 22 TFLOP/s
-# against 15 at 16384 (README). MPS: a guess, never run. Override with SDFSRN_CHUNK.
+# forward GFLOP/s at the study's width, 2-core Xeon, docs/performance.md). 2048 points keep a chunk's activations
+# (2048 x 256 float32 = 2 MiB each) in cache. CUDA: on an H100, 65536 points ran at 22 TFLOP/s against 15 at 16384.
+# MPS: a guess, never run.
 _CHUNK = {"cpu": 2048, "cuda": 65536, "mps": 16384}
 
 
 def chunk_size(device: torch.device) -> int:
-    env = os.environ.get("SDFSRN_CHUNK")
-    if env:
-        return max(1, int(env))
     return _CHUNK.get(device.type, 8192)
-
-
-# Samples the last forward and backward evaluated the decoder at (for the benchmarks' FLOP counts).
-# With the bfloat16 screen: refined_points were recomputed in float32, screened_points kept their bfloat16 value,
-# screen_error is the largest |s_bf16 - s_fp32| seen.
-# A backend that would need a sync to count may store a callable, called only when read (:func:`stat`).
-STATS = {"forward_points": 0, "backward_points": 0, "refined_points": 0, "screened_points": 0, "screen_error": 0.0}
-
-
-def stat(name: str):
-    """``STATS[name]`` of the last call, as a number."""
-    value = STATS[name]
-    return value() if callable(value) else value
 
 
 def _act(x, activation: str, beta: float):
@@ -79,12 +64,10 @@ def _act_grad(a, activation: str, beta: float):
 # CPU float32 matmuls of width H go through oneDNN, not through aten's sgemm (MKL): on a 2-core AMD EPYC (AVX-512,
 # 2026-11-27) MKL runs its AVX2 path at 185-213 GFLOP/s for [2048, H] x [H, H] while oneDNN reaches 365-428 for
 # x @ W^T and d @ W (H = 128, 256; a throwaway script). `python -m sdfsrn_fast.bench --shapes study
-# --backends compiled` with SDFSRN_ONEDNN=0, then without: forward 1.488 -> 0.855 s, forward+backward 1.664 ->
+# --backends compiled` with aten's matmul, then with oneDNN: forward 1.488 -> 0.855 s, forward+backward 1.664 ->
 # 0.908 s. Weight gradients (d^T h, a reduction over the chunk) stay on aten: oneDNN was no faster there (100-270
-# GFLOP/s). SDFSRN_ONEDNN=0 turns it off.
-# (torch.library.custom_op needs torch >= 2.4; older torch keeps aten's matmul.)
-_ONEDNN = (os.environ.get("SDFSRN_ONEDNN", "1") != "0" and torch.backends.mkldnn.is_available()
-           and hasattr(torch.ops.mkldnn, "_linear_pointwise") and hasattr(torch.library, "custom_op"))
+# GFLOP/s).
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 if _ONEDNN:
 
@@ -183,11 +166,6 @@ EAGER = Kernels(mlp_forward_gather, mlp_backward, 0)
 SCREEN_TOL, SCREEN_ERROR, SCREEN_WORTH = 1e-7, 0.02, 0.6
 
 
-def decoder_weights(decoder) -> list:
-    """``[W0, b0, W1, b1, W2, b2, W3, b3, W4, b4]`` of an SDFDecoder, in the layout of SPEC.md."""
-    return [t for layer in decoder.layers for t in (layer.weight, layer.bias)]
-
-
 def _padded_chunks(n: int, chunk: int):
     """Start offsets of fixed-size chunks covering n items, the last one padded; at least one chunk, so that
     an empty set still yields (zero) results of the right shapes."""
@@ -204,22 +182,19 @@ def _take(t: torch.Tensor, start: int, chunk: int, pad_value=0):
     return torch.cat([part, pad])
 
 
-def _latent_share(z, W0, b0, W1, b1, W2, b2, W3, b3, W4, b4, compute_dtype=None):
-    """The latent's share of layers 1 and 3, ``W_z z + b`` [B, H] each, computed once per shape, and the
-    per-point weights in the order the chunk kernels take them; with ``compute_dtype`` (mixed precision) the
-    H x H layers' weights and biases cast to it (:func:`mlp_forward` says which part runs in which dtype)."""
-    L, H = z.shape[1], W1.shape[0]
-    c0_shape = torch.addmm(b0, z, W0[:, :L].t())
-    c2_shape = torch.addmm(b2, z, W2[:, H : H + L].t())
-    low = (lambda t: t) if compute_dtype is None else (lambda t: t.to(compute_dtype))
-    weights = (W0[:, L:], low(W1), low(b1), low(W2[:, :H]), W2[:, H + L :], low(W3), low(b3), W4[0], b4[0])
-    return c0_shape, c2_shape, tuple(w.contiguous() for w in weights)  # slices: one copy per call, not per chunk
+def _shares(call: RenderCall):
+    """``(c0, c2, weights)``: the latent's share of layers 1 and 3 per shape ([B, H] each) and the weights in the order
+    the chunk kernels take them; with ``compute_dtype`` (mixed precision) the H x H layers' weights and biases cast
+    to it (:func:`mlp_forward` says which part runs in which dtype)."""
+    p = call.parts(call.compute_dtype)
+    low = (lambda t: t) if call.compute_dtype is None else (lambda t: t.to(call.compute_dtype))
+    return p.c0, p.c2, (p.w0p, p.w1, low(p.b1), p.w2h, p.w2p, p.w3, low(p.b3), p.w4, p.b4[0])
 
 
 def _evaluate(kernel, chunk, points, sample_b, shares, activation, beta, dtype):
     """SDF [n] in ``dtype`` at points [n, 3] of shapes sample_b [n], chunk by chunk (the last one padded) with a
     kernel of the form of :func:`mlp_forward_gather`; ``shares``: (c0_shape, c2_shape, *weights) of
-    :func:`_latent_share`, in the points' dtype."""
+    :func:`_shares`, in the points' dtype."""
     n = points.shape[0]
     chunk = chunk or max(n, 1)
     s = torch.empty(n, dtype=dtype, device=points.device)
@@ -280,7 +255,7 @@ def refine_screened(s_low, tau: float, tau_min: float, exact_at, rows=None):
     """The screen's SDF ``s_low`` [N, S] (float32) with every sample that could move its ray's silhouette by more
     than SCREEN_TOL recomputed by ``exact_at(flat indices into s_low) -> float32 values`` (see
     :func:`_screened_sdf`); ``rows`` [N] (bool): the rays to consider (the others keep ``s_low``). Records what it
-    did in STATS."""
+    did (:func:`~._instrument.record`)."""
     s = s_low.clone()
     done = torch.zeros_like(s, dtype=torch.bool)  # recomputed, or not to consider
     skipped = 0
@@ -299,7 +274,7 @@ def refine_screened(s_low, tau: float, tau_min: float, exact_at, rows=None):
             break
         assumed = 2 * seen
     settled = int(done.sum())
-    STATS.update(refined_points=settled - skipped, screened_points=s.numel() - settled, screen_error=seen)
+    record(refined_points=settled - skipped, screened_points=s.numel() - settled, screen_error=seen)
     return s
 
 
@@ -316,37 +291,34 @@ def _tail(jitter, rows):
 
 
 @torch.no_grad()
-def fused_forward(kernels: Kernels, z, origins, directions, near, far, valid, jitter, weights, num_samples: int,
-                  tau: float, tau_min: float, activation: str, beta: float, compute_dtype=None):
-    """Soft silhouettes of an SDFDecoder given as its ``weights`` (:func:`decoder_weights`), without autograd.
-
-    Args:
-        kernels: the chunk kernels to run (eager, compiled...).
-        z [B, L]; origins, directions [B, R, 3]; near, far, valid [B, R]; jitter [B, R] or None: as in ``render``.
-        compute_dtype: None (every product in the inputs' dtype) or bfloat16 / float16 for mixed precision: the
-            decoder's H x H products in that dtype, everything else (SDF, soft minimum, silhouette) in the inputs'.
+def fused_forward(kernels: Kernels, call: RenderCall):
+    """Soft silhouettes of an SDFDecoder (``call.weights``), without autograd, with the chunk kernels ``kernels``
+    (eager, compiled...). Mixed precision (``call.compute_dtype``): the decoder's H x H products in that dtype,
+    everything else (SDF, soft minimum, silhouette) in the inputs'.
 
     Returns:
         ``(sil [B, R], sdf [B, R, S], lse [B, R])``: silhouettes, every sample's SDF and each ray's
         ``logsumexp_k(-s_k / tau_min)``; sdf and lse are 0 on invalid rays. What :func:`fused_backward` needs.
     """
-    B, R, _ = origins.shape
-    S = num_samples
-    ray_index = valid.reshape(-1).nonzero().squeeze(1)  # sorted, so the samples of one shape are contiguous
+    B, R, S, z = call.batch, call.rays, call.num_samples, call.z
+    near = call.near
+    ray_index = call.valid.reshape(-1).nonzero().squeeze(1)  # sorted, so the samples of one shape are contiguous
     ray_b = torch.div(ray_index, R, rounding_mode="floor")
     k = torch.arange(S, dtype=near.dtype, device=near.device) + 0.5
-    jit = _tail(jitter, ray_index)
+    jit = _tail(call.jitter, ray_index)
     k = k if jit is None else k + jit[:, None]
-    points = sample_points_at(origins.reshape(-1, 3)[ray_index][:, None], directions.reshape(-1, 3)[ray_index][:, None],
-                              near.reshape(-1)[ray_index][:, None], far.reshape(-1)[ray_index][:, None], k, S)
+    points = sample_points_at(call.origins.reshape(-1, 3)[ray_index][:, None],
+                              call.directions.reshape(-1, 3)[ray_index][:, None], near.reshape(-1)[ray_index][:, None],
+                              call.far.reshape(-1)[ray_index][:, None], k, S)
     points = points.reshape(-1, 3).contiguous()
-    c0_shape, c2_shape, kernel_weights = _latent_share(z, *weights, compute_dtype=compute_dtype)
+    c0_shape, c2_shape, kernel_weights = _shares(call)
     n = points.shape[0]
-    STATS.update(forward_points=n, refined_points=0, screened_points=0, screen_error=0.0)
+    record(forward_points=n, refined_points=0, screened_points=0, screen_error=0.0)
     sample_b = ray_b.repeat_interleave(S)
+    tau, tau_min, activation, beta = call.tau, call.tau_min, call.activation, call.beta
     cfg = dict(S=S, tau=tau, tau_min=tau_min, activation=activation, beta=beta)
     s = None
-    exact32 = compute_dtype is None and z.dtype == torch.float32
+    exact32 = call.compute_dtype is None and z.dtype == torch.float32
     if kernels.screen is not None and exact32 and n >= kernels.screen_chunk:
         s = _screened_sdf(kernels, cfg, points, sample_b, c0_shape, c2_shape, kernel_weights)
     if s is None:
@@ -385,12 +357,12 @@ def kept_indices(grad_sil, sil, sdf, lse, valid, num_samples: int, tau: float, t
     return idx, ds.view(-1)[idx]
 
 
-def kept_samples(grad_sil, sil, sdf, lse, valid, jitter, num_samples: int, tau: float, tau_min: float,
-                 grad_eps: float):
+def kept_samples(call: RenderCall, grad_sil, sil, sdf, lse):
     """:func:`kept_indices` as ``(rays [n], k [n], g [n])``: each kept sample's ray (into B * R), its offset along
     it (``index + 0.5`` plus any jitter, for :func:`sample_points_at`) and ``g = dL/ds`` there."""
-    idx, g = kept_indices(grad_sil, sil, sdf, lse, valid, num_samples, tau, tau_min, grad_eps)
-    return (*sample_offsets(idx, jitter, num_samples, sdf.dtype), g)
+    S = call.num_samples
+    idx, g = kept_indices(grad_sil, sil, sdf, lse, call.valid, S, call.tau, call.tau_min, call.grad_eps)
+    return (*sample_offsets(idx, call.jitter, S, sdf.dtype), g)
 
 
 def sample_offsets(idx, jitter, num_samples: int, dtype):
@@ -403,21 +375,18 @@ def sample_offsets(idx, jitter, num_samples: int, dtype):
 
 
 @torch.no_grad()
-def fused_backward(kernels: Kernels, grad_sil, sil, sdf, lse, z, origins, directions, near, far, valid, jitter,
-                   weights, num_samples: int, tau: float, tau_min: float, grad_eps: float, activation: str,
-                   beta: float, compute_dtype=None) -> list:
+def fused_backward(kernels: Kernels, call: RenderCall, grad_sil, sil, sdf, lse) -> list:
     """Gradients ``[dz, dW0, db0, ..., dW4, db4]`` of the loss whose gradient w.r.t. the silhouettes of
-    :func:`fused_forward` is ``grad_sil`` [B, R] (arguments and outputs of that forward; see the module docstring
+    :func:`fused_forward` is ``grad_sil`` [B, R] (``sil, sdf, lse``: that forward's outputs; see the module docstring
     for what is kept and recomputed)."""
-    B, R, _ = origins.shape
-    S, H = num_samples, weights[2].shape[0]
-    rays, k, g_all = kept_samples(grad_sil, sil, sdf, lse, valid, jitter, S, tau, tau_min, grad_eps)
-    kept_points = sample_points_at(origins.reshape(-1, 3)[rays], directions.reshape(-1, 3)[rays],
-                                   near.reshape(-1)[rays], far.reshape(-1)[rays], k, S).contiguous()
+    B, R, S, H, z = call.batch, call.rays, call.num_samples, call.hidden, call.z
+    rays, k, g_all = kept_samples(call, grad_sil, sil, sdf, lse)
+    kept_points = sample_points_at(call.origins.reshape(-1, 3)[rays], call.directions.reshape(-1, 3)[rays],
+                                   call.near.reshape(-1)[rays], call.far.reshape(-1)[rays], k, S).contiguous()
     sample_b = torch.div(rays, R, rounding_mode="floor")
-    c0_shape, c2_shape, kernel_weights = _latent_share(z, *weights, compute_dtype=compute_dtype)
+    c0_shape, c2_shape, kernel_weights = _shares(call)
     n = rays.shape[0]
-    STATS["backward_points"] = n
+    record(backward_points=n)
     chunk = kernels.chunk or max(n, 1)
     dc0 = torch.zeros(B, H, dtype=z.dtype, device=z.device)
     dc2 = torch.zeros_like(dc0)
@@ -425,39 +394,38 @@ def fused_backward(kernels: Kernels, grad_sil, sil, sdf, lse, z, origins, direct
     for start in _padded_chunks(n, chunk):
         bidx = _take(sample_b, start, chunk)
         out = kernels.backward(_take(kept_points, start, chunk), c0_shape[bidx], c2_shape[bidx],
-                               _take(g_all, start, chunk), *kernel_weights, activation, beta)
+                               _take(g_all, start, chunk), *kernel_weights, call.activation, call.beta)
         d0, d2, rest = out[0], out[4], (out[1], *out[2:4], *out[5:])
         dc0.index_add_(0, bidx, d0)  # padded rows have g = 0, hence d0 = d2 = 0
         dc2.index_add_(0, bidx, d2)
         acc = list(rest) if acc is None else [a + r for a, r in zip(acc, rest)]
     dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4 = acc
-    return assemble_grads(z, weights, dc0, dc2, dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4)
+    return assemble_grads(call, dc0, dc2, dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4)
 
 
-def assemble_grads(z, weights, dc0, dc2, dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4) -> list:
+def assemble_grads(call: RenderCall, dc0, dc2, dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4) -> list:
     """``[dz, dW0, db0, ..., dW4, db4]`` from the sums a backward collected: dc0, dc2 [B, H] the pre-activation
     gradients of layers 1 and 3 summed per shape (the latent's share), the xyz columns' and the H x H layers'
     weight gradients, the output layer's [H] and []."""
-    W0, W2 = weights[0], weights[4]
-    L, H = z.shape[1], weights[2].shape[0]
+    z, W0, W2 = call.z, call.weights[0], call.weights[4]
+    L, H = z.shape[1], call.hidden
     dz = dc0 @ W0[:, :L] + dc2 @ W2[:, H : H + L]
     return [dz, torch.cat([dc0.t() @ z, dW0p], dim=1), dc0.sum(0), dW1, db1,
             torch.cat([dW2h, dc2.t() @ z, dW2p], dim=1), dc2.sum(0), dW3, db3, dW4.reshape(1, -1), db4.reshape(1)]
 
 
-def render_callable_chunked(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, jitter,
-                            chunk_rays: int = 1024):
+def render_callable_chunked(decoder, call: RenderCall, chunk_rays: int = 1024):
     """Any callable decoder, autograd through it chunk by chunk of rays (checkpointed, so only the SDF values
     are kept between forward and backward). Exact; no sparse backward."""
-    B, R, _ = origins.shape
-    points = sample_points(origins, directions, near, far, num_samples, jitter)  # [B, R, S, 3]
+    B, R, S = call.batch, call.rays, call.num_samples
+    points = sample_points(call.origins, call.directions, call.near, call.far, S, call.jitter)  # [B, R, S, 3]
     parts = []
     for start in range(0, R, chunk_rays):
         pts = points[:, start : start + chunk_rays].reshape(B, -1, 3)
         fn = lambda zz, pp: decoder(zz, pp)  # noqa: E731
         if torch.is_grad_enabled():
-            parts.append(checkpoint(fn, z, pts, use_reentrant=False))
+            parts.append(checkpoint(fn, call.z, pts, use_reentrant=False))
         else:
-            parts.append(fn(z, pts))
-    sdf = torch.cat(parts, dim=1).reshape(B, R, num_samples).to(origins.dtype)  # autocast: as in the reference
-    return soft_silhouette(sdf, valid, tau, tau_min)
+            parts.append(fn(call.z, pts))
+    sdf = torch.cat(parts, dim=1).reshape(B, R, S).to(call.origins.dtype)  # autocast: as in the reference
+    return soft_silhouette(sdf, call.valid, call.tau, call.tau_min)

@@ -1,4 +1,4 @@
-"""The reference renderer: ``shared/SPEC.md`` in a few lines of plain PyTorch.
+"""The reference renderer: the render contract (docs/contract.md) in a few lines of plain PyTorch.
 
 Autograd runs through everything, any float dtype (float64 included) works, and the decoder may be an
 ``SDFDecoder`` or any callable ``(z[B, L], points[B, N, 3]) -> sdf[B, N]``. It is the yardstick every fast
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["sample_points", "soft_silhouette", "render_reference"]
+__all__ = ["sample_points", "soft_silhouette", "render_reference", "render"]
 
 
 def sample_points(origins, directions, near, far, num_samples: int, jitter=None) -> torch.Tensor:
@@ -45,5 +45,20 @@ def render_reference(decoder, z, origins, directions, near, far, valid, num_samp
     points = sample_points(origins, directions, near, far, num_samples, jitter)
     sdf = decoder(z, points.reshape(B, R * num_samples, 3)).reshape(B, R, num_samples)
     # under torch.autocast the decoder's matmuls (and so its output) are in the autocast dtype; the SDF values, the
-    # soft minimum and the silhouette are in the rays' dtype (shared/SPEC.md, Precision)
+    # soft minimum and the silhouette are in the rays' dtype (docs/contract.md, Precision)
     return soft_silhouette(sdf.to(origins.dtype), valid, tau, tau_min)
+
+
+def render(decoder, call) -> torch.Tensor:
+    """The backend's entry (:class:`~._ops.RenderCall`); under autocast the decoder's layers take its dtype by
+    themselves."""
+    return render_reference(decoder, call.z, call.origins, call.directions, call.near, call.far, call.valid,
+                            call.num_samples, call.tau, call.tau_min, call.jitter)
+
+
+def unavailable():
+    return None
+
+
+def unsupported(decoder, call):
+    return None

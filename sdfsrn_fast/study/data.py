@@ -2,7 +2,7 @@
 
 Each shape sits at the origin inside the unit bounding sphere and is seen from ONE training view (a shaded
 RGB image and its silhouette) and from ``num_novel`` novel views (silhouettes only) never used in training.
-Silhouettes are exact ray-shape intersections at pixel centres with the cameras of ``shared/SPEC.md``.
+Silhouettes are exact ray-shape intersections at pixel centres with the cameras of docs/contract.md.
 Everything is deterministic given the seed. This module makes and stores data; it knows nothing of training.
 """
 
