@@ -315,7 +315,8 @@ struct Mats {
 };
 
 Mats op_mats(const at::Tensor& w1, const at::Tensor& w2h, const at::Tensor& w3, bool bf16) {
-  auto conv = [&](const at::Tensor& w) { return (bf16 ? w.to(at::kBFloat16) : w).contiguous(); };
+  // detached: the products run on the pool's threads, which do not inherit the caller's below-autograd dispatch state
+  auto conv = [&](const at::Tensor& w) { return (bf16 ? w.to(at::kBFloat16) : w).contiguous().detach(); };
   return Mats{conv(w1), conv(w2h), conv(w3)};
 }
 

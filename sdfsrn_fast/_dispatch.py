@@ -21,41 +21,45 @@ from .models import SDFDecoder
 
 __all__ = ["render", "available_backends"]
 
-# backend="auto" tries them in this order, on the devices given (None: any the backend supports); cpp runs by name
-_BACKENDS = {"triton": triton, "compiled": compiled, "cpp": cpp, "reference": reference}
-_AUTO = (("triton", ("cuda",)), ("compiled", None), ("reference", None))
+# backend="auto" tries them in this order, on the devices given (None: any the backend supports)
+_BACKENDS = {"triton": triton, "cpp": cpp, "compiled": compiled, "reference": reference}
+_AUTO = (("triton", ("cuda",)), ("cpp", ("cpu",)), ("compiled", None), ("reference", None))
 
 
 def available_backends() -> list[str]:
-    """Names of the backends that can run in this process (``auto`` tries triton, compiled, reference in turn)."""
+    """Names of the backends that can run in this process, in the order ``auto`` tries them."""
     return [name for name, b in _BACKENDS.items() if b.unavailable() is None]
 
 
-def _pick_backend(name: str, decoder, call: RenderCall):
-    """The backend module that takes the call: by name (a clear error where it cannot), or ``auto``'s first choice
-    that can and is suited."""
-    if name == "auto":
-        for candidate, devices in _AUTO:
-            b = _BACKENDS[candidate]
-            if devices is not None and call.z.device.type not in devices:
-                continue
-            if b.unavailable() is None and b.unsupported(decoder, call) is None:
-                unsuited = getattr(b, "auto_unsuited", None)
-                if unsuited is None or unsuited(decoder, call) is None:
-                    return b
-        raise RuntimeError("render: no backend can take this call")  # unreachable: reference takes all
-    if name not in _BACKENDS:
-        raise ValueError(f"render: unknown `backend` {name!r}; choose 'auto' or one of {list(_BACKENDS)}")
-    b = _BACKENDS[name]
+def _why_not(b, decoder, call: RenderCall, auto: bool) -> Optional[str]:
+    """None when backend module ``b`` takes the call (for ``auto``: and is suited to it), once it has prepared
+    (built) what it needs; else the reason."""
     reason = b.unavailable() or b.unsupported(decoder, call)
+    if reason is None and auto and hasattr(b, "auto_unsuited"):
+        reason = b.auto_unsuited(decoder, call)
     if reason is None and hasattr(b, "prepare"):
         try:
             b.prepare()
         except RuntimeError as err:
             reason = str(err)
+    return reason
+
+
+def _pick_backend(name: str, decoder, call: RenderCall):
+    """The backend module that takes the call: by name (a clear error where it cannot), or ``auto``'s first choice
+    that takes it (a failed build falls through to the next)."""
+    if name == "auto":
+        for candidate, devices in _AUTO:
+            if devices is None or call.z.device.type in devices:
+                if _why_not(_BACKENDS[candidate], decoder, call, auto=True) is None:
+                    return _BACKENDS[candidate]
+        raise RuntimeError("render: no backend can take this call")  # unreachable: reference takes all
+    if name not in _BACKENDS:
+        raise ValueError(f"render: unknown `backend` {name!r}; choose 'auto' or one of {list(_BACKENDS)}")
+    reason = _why_not(_BACKENDS[name], decoder, call, auto=False)
     if reason is not None:
         raise RuntimeError(f"render: backend {name!r} cannot run this call: {reason}")
-    return b
+    return _BACKENDS[name]
 
 
 def _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter):

@@ -148,11 +148,14 @@ def test_opcheck():
 
 
 def test_dispatch():
-    """By name it renders SDFDecoders on the CPU; auto takes the compiled backend (as fast or faster)."""
+    """By name it renders SDFDecoders on the CPU; auto takes it under bfloat16 autocast on CPUs with AVX512-BF16
+    (faster there), the compiled backend in float32 (as fast or faster)."""
     dec = small_decoder(latent_dim=4, hidden_dim=8)
     z, rays = torch.randn(2, 4), make_rays()
     assert picked("cpp", dec, z, rays) == "cpp"
     assert picked("auto", dec, z, rays) == "compiled"
+    native = torch.cpu._is_avx512_bf16_supported()
+    assert picked("auto", dec, z, rays, compute_dtype=torch.bfloat16) == ("cpp" if native else "compiled")
     with pytest.raises(RuntimeError, match="SDFDecoder only"):
         picked("cpp", lambda z, p: p.norm(dim=-1), z, rays)
 
@@ -170,6 +173,8 @@ rays = (o, d, *sphere_near_far(o, d))
 dec = SDFDecoder(4, 8)
 print("AVAILABLE", "cpp" in sdfsrn_fast.available_backends())
 render(dec, torch.randn(1, 4), *rays)
+with torch.autocast("cpu", dtype=torch.bfloat16):  # where auto would take cpp
+    render(dec, torch.randn(1, 4), *rays)
 for attempt in range(2):
     try:
         render(dec, torch.randn(1, 4), *rays, backend="cpp")
@@ -186,8 +191,9 @@ print("AVAILABLE AFTER", "cpp" in sdfsrn_fast.available_backends())
 ])
 def test_build_failure_is_one_clear_error(setup, expected):
     """Without a compiler, or with a build that fails (a fresh process, since this one has the extension loaded):
-    backend="cpp" raises the reason, the same each time, and auto renders as before (it never takes cpp); a missing
-    compiler is known up front (not listed as available), a failed build once it was tried."""
+    backend="cpp" raises the reason, the same each time, and auto renders with the compiled backend (also under
+    bfloat16 autocast, where it would take cpp); a missing compiler is known up front (not listed as available), a
+    failed build once it was tried."""
     out = subprocess.run([sys.executable, "-c", SCRIPT.format(setup=setup)], capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -269,7 +269,8 @@ def triton_backward(call: RenderCall, grad_sil, sil, sdf, lse) -> list:
     record(backward_points=n)
     f = z.dtype
     bounds = torch.arange(0, (B + 1) * R * S, R * S, device=z.device)  # the first sample index of each shape
-    o, d, nr, fr = call.origins.contiguous(), call.directions.contiguous(), call.near.contiguous(), call.far.contiguous()
+    o, d = call.origins.contiguous(), call.directions.contiguous()
+    nr, fr = call.near.contiguous(), call.far.contiguous()
     jit = call.jitter.contiguous() if call.jitter is not None else nr
     chunk = tuned("triton_chunk", BACKWARD_CHUNK)
     per = mats = None

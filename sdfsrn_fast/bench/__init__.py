@@ -237,7 +237,8 @@ def _reset_peak() -> bool:
         return False
 
 
-def measure(backend: str, shape: str, mode: str, rounds: int = 3, precision: str = "32", tune: dict | None = None) -> dict:
+def measure(backend: str, shape: str, mode: str, rounds: int = 3, precision: str = "32",
+            tune: dict | None = None) -> dict:
     """Runs in THIS process: one warm-up call, then ``rounds`` timed calls (under :func:`tuning` with ``tune``).
     Call it in a fresh process for an honest peak memory (see :func:`measure_subprocess`)."""
     with tuning(**(tune or {})), recording() as rec:
@@ -364,12 +365,13 @@ def available_bench_backends() -> list[str]:
 
 
 def _table(rows: list[dict], peak: dict) -> str:
-    """One line per measurement; ``x ref``, ``x c(ref)``: speed-up over the baselines at the same precision;
+    """One line per measurement; ``spread``: the fastest and slowest of its timed calls; ``x ref``, ``x c(ref)``:
+    speed-up over the baselines at the same precision;
     ``x 32``: over the same backend in float32; ``%peak``: of the matmul rate of the row's precision (``peak``)."""
     by = {(r["backend"], r["shape"], r["mode"], r["precision"]): r for r in rows}
-    head = (f"{'shape':<6} {'mode':<17} {'backend':<19} {'prec':<5} {'time s':>8} {'x ref':>7} {'x c(ref)':>8} "
-            f"{'x 32':>6} {'peak MB':>9} {'GFLOP/s':>8} {'%peak':>6} {'dense-eq GFLOP/s':>17} {'bwd pts %':>9} "
-            f"{'bf16 only %':>11}")
+    head = (f"{'shape':<6} {'mode':<17} {'backend':<19} {'prec':<5} {'time s':>8} {'spread s':>13} {'x ref':>7} "
+            f"{'x c(ref)':>8} {'x 32':>6} {'peak MB':>9} {'GFLOP/s':>8} {'%peak':>6} {'dense-eq GFLOP/s':>17} "
+            f"{'bwd pts %':>9} {'bf16 only %':>11}")
     lines = [head, "-" * len(head)]
     for r in rows:
         ref = by.get(("reference", r["shape"], r["mode"], r["precision"]))
@@ -381,7 +383,9 @@ def _table(rows: list[dict], peak: dict) -> str:
         bwd = f"{100 * r['backward_points'] / max(r['forward_points'], 1):.1f}" if r["mode"] != "forward" else "-"
         refined = r.get("refined_points", 0)
         low = f"{100 * (1 - refined / max(r['forward_points'], 1)):.1f}" if refined else "-"
+        spread = f"{min(r['times']):.3f}-{max(r['times']):.3f}"
         lines.append(f"{r['shape']:<6} {r['mode']:<17} {r['backend']:<19} {r['precision']:<5} {r['time']:>8.3f} "
+                     f"{spread:>13} "
                      f"{x_ref:>7} {x_cref:>8} {x_32:>6} {r['peak_bytes'] / 2**20:>9.1f} {r['gflops']:>8.1f} "
                      f"{100 * r['gflops'] / peak[r['precision']]:>6.1f} {r['dense_gflops']:>17.1f} {bwd:>9} "
                      f"{low:>11}")
