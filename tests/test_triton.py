@@ -85,13 +85,8 @@ def test_float64_matches_reference(hidden, activation, jitter):
     the 16-wide tiles (masked tails), S = 7 not a multiple of the sample block; some rays miss the sphere."""
     dec, rays, z, weight, S = case(hidden, height=4, width=5, activation=activation, softplus_beta=10.0, **SEEN)
     jit = (torch.rand(rays[2].shape, dtype=torch.float64) - 0.5).to(DEVICE) if jitter else None
-    sil_r, g_r = run("reference", dec, z, rays, S, weight, jitter=jit, **SOFT)
-    sil_t, g_t = run("triton", dec, z, rays, S, weight, jitter=jit, **SOFT)
-    assert_informative(sil_r, rays[4])
     assert not bool(rays[4].all())  # some rays miss the sphere
-    torch.testing.assert_close(sil_t, sil_r, rtol=0, atol=1e-13)  # float64 round-off over <= 24-term sums
-    for a, b in zip(g_t, g_r):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert_matches_reference(dec, rays, z, weight, S, jitter=jit)
 
 
 @interpreter_only
@@ -113,15 +108,21 @@ TILES_CASE = dict(batch=2, height=4, width=5, S=8)  # 2 shapes x 20 rays
 
 
 def assert_tiles_case_matches_reference(hidden):
-    """The triton backend on TILES_CASE (rays that see the fitted sphere, soft temperatures): the float64
-    reference's silhouettes and gradients to round-off."""
-    dec, rays, z, weight, S = case(hidden, **TILES_CASE, **SEEN)
-    sil_r, g_r = run("reference", dec, z, rays, S, weight, **SOFT)
-    sil_t, g_t = run("triton", dec, z, rays, S, weight, **SOFT)
-    assert_informative(sil_r, rays[4])
+    """The triton backend on TILES_CASE (rays that see the fitted sphere, soft temperatures)."""
+    assert_matches_reference(*case(hidden, **TILES_CASE, **SEEN))
+
+
+def assert_matches_reference(dec, rays, z, weight, S, informative=True, **kw):
+    """Float64 silhouettes and every gradient of the triton backend equal the reference's to round-off (sums of at
+    most a few dozen terms), at soft temperatures; ``informative``: some silhouettes are not saturated."""
+    sil_r, g_r = run("reference", dec, z, rays, S, weight, **SOFT, **kw)
+    sil_t, g_t = run("triton", dec, z, rays, S, weight, **SOFT, **kw)
+    if informative:
+        assert_informative(sil_r, rays[4])
     torch.testing.assert_close(sil_t, sil_r, rtol=0, atol=1e-13)
     for a, b in zip(g_t, g_r):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    return sil_t
 
 
 @interpreter_only
@@ -190,13 +191,7 @@ def test_bfloat16_against_float64_reference():
 @pytest.mark.parametrize("num_rays,S", [(1, 1), (13, 37)])
 def test_awkward_sizes(num_rays, S):
     dec, rays, z, weight, _ = case(16, batch=2, height=1 if num_rays == 1 else 3, width=num_rays, fov=0.6, fit=True)
-    sil_r, g_r = run("reference", dec, z, rays, S, weight, **SOFT)
-    sil_t, g_t = run("triton", dec, z, rays, S, weight, **SOFT)
-    if num_rays > 1:
-        assert_informative(sil_r, rays[4])
-    torch.testing.assert_close(sil_t, sil_r, rtol=0, atol=1e-13)
-    for a, b in zip(g_t, g_r):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert_matches_reference(dec, rays, z, weight, S, informative=num_rays > 1)
 
 
 @interpreter_only
@@ -287,13 +282,8 @@ def test_a_shape_without_valid_rays():
     valid = valid.clone()
     valid[1] = False
     rays = (o, d, near, far, valid)
-    sil_r, g_r = run("reference", dec, z, rays, S, weight, **SOFT)
-    sil_t, g_t = run("triton", dec, z, rays, S, weight, **SOFT)
-    assert_informative(sil_r, valid)
+    sil_t = assert_matches_reference(dec, rays, z, weight, S)
     assert (sil_t[1] == 0).all() and sil_t[0].abs().sum() > 0 and sil_t[2].abs().sum() > 0
-    torch.testing.assert_close(sil_t, sil_r, rtol=0, atol=1e-13)
-    for a, b in zip(g_t, g_r):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
 @interpreter_only
