@@ -99,7 +99,7 @@ def time_host() -> None:
     class Direct(torch.autograd.Function):  # the backend's two functions without the custom-op layer
         @staticmethod
         def forward(ctx, zz, *ws):
-            sil, sdf, lse = tb.triton_forward(call_of(zz, ws))
+            sil, sdf, lse, _, _ = tb.triton_forward(call_of(zz, ws))
             ctx.save_for_backward(sil, sdf, lse, zz, *ws)
             return sil
 

@@ -4,7 +4,8 @@
 // sdfsrn_fast::cpp_forward: every valid ray's samples through the five-layer decoder, tile by tile (a few rays,
 // all their samples: activations of a tile stay in cache), the H x H layers as ATen CPU BLAS gemms into per-thread
 // buffers, bias and activation applied right after each product, then the soft minimum per ray. Writes the per-sample
-// SDF, the per-ray logsumexp and the silhouette; nothing per sample and hidden unit leaves a tile.
+// SDF, the per-ray logsumexp and the silhouette, and with `surface` each ray's first crossing (docs/contract.md,
+// Surface: the running sign and the previous sample suffice); nothing per sample and hidden unit leaves a tile.
 // sdfsrn_fast::cpp_backward_samples: the given (kept) samples, recomputed tile by tile and backpropagated by hand;
 // weight gradients accumulate in per-range partials that are summed in a fixed order (bitwise repeatable at a
 // given thread count).
@@ -137,11 +138,19 @@ std::vector<int64_t> split(int64_t count, int64_t parts) {
   return edges;
 }
 
+// t_k = near + (k + 0.5 [+ jitter]) (far - near) / S, in the operations of sample_points_at.
+template <typename acc_t>
+inline acc_t sample_t(const acc_t* N, const acc_t* F, const acc_t* J, int64_t rr, int64_t k, int64_t S) {
+  acc_t kf = acc_t(k) + acc_t(0.5);
+  if (J) kf = kf + J[rr];
+  return N[rr] + kf * ((F[rr] - N[rr]) / acc_t(S));
+}
+
 template <typename op_t, typename acc_t>
 void forward_impl(const at::Tensor& o, const at::Tensor& d, const at::Tensor& near, const at::Tensor& far,
                   const c10::optional<at::Tensor>& jitter, const at::Tensor& rays, const Net<acc_t>& net,
                   const at::Tensor& W1, const at::Tensor& W2h, const at::Tensor& W3, int64_t S, int64_t R, double tau,
-                  double tau_min, at::Tensor& sdf, at::Tensor& lse, at::Tensor& sil) {
+                  double tau_min, at::Tensor& sdf, at::Tensor& lse, at::Tensor& sil, acc_t* T0, bool* HIT) {
   const int64_t n_rays = rays.numel(), H = net.H;
   const int64_t rays_per_tile = std::max<int64_t>(1, tile_points() / S);
   const int64_t samples_per_chunk = std::min<int64_t>(S, tile_points());
@@ -153,18 +162,18 @@ void forward_impl(const at::Tensor& o, const at::Tensor& d, const at::Tensor& ne
   const acc_t inv_tau_min = acc_t(1) / acc_t(tau_min), ratio = acc_t(tau_min) / acc_t(tau);
   at::parallel_for(0, n_tiles, 1, [&](int64_t begin, int64_t end) {
     Tile<op_t, acc_t> t(H);
-    std::vector<acc_t> m(rays_per_tile), l(rays_per_tile);
+    std::vector<acc_t> m(rays_per_tile), l(rays_per_tile), prev(rays_per_tile);
+    std::vector<char> found(rays_per_tile);
     for (int64_t tile = begin; tile < end; ++tile) {
       const int64_t r0 = tile * rays_per_tile, nr = std::min(rays_per_tile, n_rays - r0);
       std::fill(m.begin(), m.end(), -std::numeric_limits<acc_t>::infinity());
       std::fill(l.begin(), l.end(), acc_t(0));
+      std::fill(found.begin(), found.end(), 0);
       for (int64_t s0 = 0; s0 < S; s0 += samples_per_chunk) {  // all of S at once unless S > tile_points()
         const int64_t ns = std::min(samples_per_chunk, S - s0), n = nr * ns;
         for (int64_t i = 0; i < n; ++i) {
           const int64_t rr = ray[r0 + i / ns], k = s0 + i % ns;
-          acc_t kf = acc_t(k) + acc_t(0.5);
-          if (J) kf = kf + J[rr];
-          const acc_t tt = N[rr] + kf * ((F[rr] - N[rr]) / acc_t(S));  // as sample_points_at
+          const acc_t tt = sample_t(N, F, J, rr, k, S);
           t.px[i] = O[3 * rr] + tt * D[3 * rr];
           t.py[i] = O[3 * rr + 1] + tt * D[3 * rr + 1];
           t.pz[i] = O[3 * rr + 2] + tt * D[3 * rr + 2];
@@ -175,8 +184,19 @@ void forward_impl(const at::Tensor& o, const at::Tensor& d, const at::Tensor& ne
           const acc_t* h = t.h3.data() + i * H;
           acc_t s = net.b4;
           for (int64_t c = 0; c < H; ++c) s += h[c] * net.w4[c];
-          const int64_t j = i / ns, rr = ray[r0 + j];
-          SDF[rr * S + s0 + i % ns] = s;
+          const int64_t j = i / ns, rr = ray[r0 + j], k = s0 + i % ns;
+          SDF[rr * S + k] = s;
+          if (T0 && !found[j] && s < 0) {  // the first negative sample: one secant step from the one before
+            const acc_t tk = sample_t(N, F, J, rr, k, S);
+            if (k == 0) {
+              T0[rr] = tk;
+            } else {
+              const acc_t tp = sample_t(N, F, J, rr, k - 1, S);
+              T0[rr] = tp + prev[j] * (tk - tp) / (prev[j] - s);
+            }
+            HIT[rr] = found[j] = 1;
+          }
+          prev[j] = s;
           const acc_t x = -s * inv_tau_min;  // online logsumexp of -s / tau_min
           if (x > m[j]) {
             l[j] = l[j] * std::exp(m[j] - x) + acc_t(1);
@@ -332,13 +352,13 @@ void with_op_type(bool bf16, F&& f) {
   f(static_cast<acc_t*>(nullptr));
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> cpp_forward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> cpp_forward(
     const at::Tensor& origins, const at::Tensor& directions, const at::Tensor& near, const at::Tensor& far,
     const c10::optional<at::Tensor>& jitter, const at::Tensor& rays, const at::Tensor& c0, const at::Tensor& c2,
     const at::Tensor& w0p, const at::Tensor& w2p, const at::Tensor& w1, const at::Tensor& b1,
     const at::Tensor& w2h, const at::Tensor& w3, const at::Tensor& b3, const at::Tensor& w4, double b4,
     int64_t num_samples, int64_t rays_per_shape, double tau, double tau_min, c10::string_view activation,
-    double beta, bool bf16) {
+    double beta, bool bf16, bool surface) {
   check_cpu(origins, "origins");
   const auto dtype = origins.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "cpp backend: float32 or float64 rays, got ", dtype);
@@ -348,7 +368,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cpp_forward(
   at::Tensor o = c(origins), d = c(directions), nr = c(near), fr = c(far), rs = rays.to(at::kLong).contiguous();
   c10::optional<at::Tensor> jit = jitter.has_value() ? c10::optional<at::Tensor>(c(*jitter)) : c10::nullopt;
   at::Tensor sdf = at::zeros({BR, S}, origins.options()), lse = at::zeros({BR}, origins.options()),
-             sil = at::zeros({BR}, origins.options());
+             sil = at::zeros({BR}, origins.options()), t0 = at::zeros({surface ? BR : 0}, origins.options()),
+             hit = at::zeros({surface ? BR : 0}, origins.options().dtype(at::kBool));
   at::Tensor C0 = c(c0), C2 = c(c2), W0p = c(w0p), W2p = c(w2p), B1 = c(b1), B3 = c(b3), W4 = c(w4);
   const bool relu = is_relu(activation);
   Mats mats = op_mats(w1, w2h, w3, bf16);
@@ -357,10 +378,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cpp_forward(
     with_op_type<scalar_t>(bf16, [&](auto* tag) {
       using op_t = std::remove_pointer_t<decltype(tag)>;
       forward_impl<op_t, scalar_t>(o, d, nr, fr, jit, rs, net, mats.w1, mats.w2h, mats.w3, S, rays_per_shape, tau,
-                                   tau_min, sdf, lse, sil);
+                                   tau_min, sdf, lse, sil, surface ? t0.data_ptr<scalar_t>() : nullptr,
+                                   surface ? hit.data_ptr<bool>() : nullptr);
     });
   });
-  return {sil, sdf, lse};
+  return {sil, sdf, lse, t0, hit};
 }
 
 std::vector<at::Tensor> cpp_backward_samples(
@@ -399,7 +421,7 @@ TORCH_LIBRARY_FRAGMENT(sdfsrn_fast, m) {
   m.def("cpp_forward(Tensor origins, Tensor directions, Tensor near, Tensor far, Tensor? jitter, Tensor rays, "
         "Tensor c0, Tensor c2, Tensor w0p, Tensor w2p, Tensor w1, Tensor b1, Tensor w2h, Tensor w3, Tensor b3, "
         "Tensor w4, float b4, int num_samples, int rays_per_shape, float tau, float tau_min, str activation, "
-        "float beta, bool bf16) -> (Tensor, Tensor, Tensor)");
+        "float beta, bool bf16, bool surface) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("cpp_backward_samples(Tensor origins, Tensor directions, Tensor near, Tensor far, Tensor rays, "
         "Tensor koff, Tensor g, Tensor c0, Tensor c2, Tensor w0p, Tensor w2p, Tensor w1, Tensor b1, Tensor w2h, "
         "Tensor w3, Tensor b3, Tensor w4, int num_samples, int rays_per_shape, str activation, float beta, "

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 import torch
 
+from ._surface import RenderOutput, surface as surface_pass
 from .backends import compiled, cpp, reference, triton
 from .backends._ops import RenderCall, decoder_weights
 from .models import SDFDecoder
@@ -62,7 +63,8 @@ def _pick_backend(name: str, decoder, call: RenderCall):
     return _BACKENDS[name]
 
 
-def _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter):
+def _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps, jitter,
+                  surface=False):
     """Raises a clear error for a bad argument; returns the function that finishes the value checks (NaN, inf, jitter's
     range: :func:`_value_checks`), to be called once the backend has been handed the work."""
     if not callable(decoder):
@@ -121,6 +123,8 @@ def _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples
             raise ValueError(f"render: `{name}` must be a number or a 0-d float tensor, got {value!r}")
     if not isinstance(grad_eps, (int, float)) or not 0 <= grad_eps < 1:
         raise ValueError(f"render: `grad_eps` must be in [0, 1), got {grad_eps!r}")
+    if not isinstance(surface, bool):
+        raise TypeError(f"render: `surface` must be True or False, got {surface!r}")
     if torch.compiler.is_compiling():
         return _no_value_checks  # the checks below read tensor values: eager calls only
     for name, value in (("tau", tau), ("tau_min", tau_min)):
@@ -194,7 +198,8 @@ def render(
     grad_eps: float = 1e-4,
     jitter: Optional[torch.Tensor] = None,
     backend: str = "auto",
-) -> torch.Tensor:
+    surface: bool = False,
+):
     """Soft silhouettes of SDFs along rays (the contract: docs/contract.md).
 
     Equivalent PyTorch::
@@ -217,6 +222,10 @@ def render(
             The reference is always exact.
         jitter: optional per-ray sample offset [B, R] in [-0.5, 0.5) of one interval.
         backend: ``"auto"`` or a name from :func:`available_backends`.
+        surface: also find the surface: where each ray first crosses it in the same march (the first negative
+            sample, refined by one secant step), its depth (differentiable by implicit differentiation) and the
+            unit normal there (differentiable through the depth and directly), from one decoder evaluation with its
+            xyz gradient per hit ray, in the rays' dtype (float32 under autocast too).
 
     Precision: outside autocast every backend computes in the rays' dtype, exact to its round-off. Inside
     ``torch.autocast(device_type, dtype=torch.bfloat16)`` (or float16) with float32 rays and decoder, the decoder's
@@ -224,22 +233,29 @@ def render(
     silhouettes and the gradients handed back stay float32, and ``z`` may come in the autocast dtype.
 
     Returns:
-        silhouettes [B, R] in [0, 1], in the rays' dtype, on their device.
+        silhouettes [B, R] in [0, 1], in the rays' dtype, on their device; with ``surface=True`` a
+        :class:`RenderOutput` ``(silhouette, depth [B, R], normal [B, R, 3], hit [B, R] bool)``, depth and normal 0
+        where hit is False::
+
+            out = render(decoder, z, *rays, surface=True)
+            out.depth, out.normal, out.hit
     """
     checked = _check_inputs(decoder, z, origins, directions, near, far, valid, num_samples, tau, tau_min, grad_eps,
-                            jitter)
+                            jitter, surface)
     compute_dtype = _autocast_dtype(z.device) if origins.dtype == torch.float32 else None
     weights, activation, beta = (), "relu", 100.0
     if isinstance(decoder, SDFDecoder):
         weights, activation, beta = decoder_weights(decoder), decoder.activation, decoder.softplus_beta
     # z in the rays' dtype: a copy if it came in autocast's dtype; autograd carries the gradient back
     call = RenderCall(z.to(origins.dtype), origins, directions, near, far, valid, jitter, weights, num_samples, tau,
-                      tau_min, float(grad_eps), activation, beta, compute_dtype)
+                      tau_min, float(grad_eps), activation, beta, compute_dtype, surface)
     b = _pick_backend(backend, decoder, call)
     try:
-        sil = b.render(decoder, call)
+        sil, t0, hit = b.render(decoder, call)
+        if surface:
+            depth, normal = surface_pass(decoder, call, t0, hit)
     finally:
         # on CUDA the value checks are read once the render is queued (see _value_checks); where the backend raised,
         # a bad value, if there is one, says more than the error it caused there
         checked()
-    return sil
+    return RenderOutput(sil, depth, normal, hit) if surface else sil

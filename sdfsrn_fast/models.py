@@ -117,6 +117,34 @@ class SDFDecoder(nn.Module):
             return F.relu(x)
         return F.softplus(x, beta=self.softplus_beta)
 
+    def act_grad(self, x: torch.Tensor) -> torch.Tensor:
+        """The activation's derivative at x (ReLU: 0 or 1, no gradient of its own; softplus: sigmoid(beta x))."""
+        if self.activation == "relu":
+            return (x > 0).to(x.dtype)
+        return torch.sigmoid(self.softplus_beta * x)
+
+    def sdf_and_gradient(self, z: torch.Tensor, points: torch.Tensor, shape: torch.Tensor):
+        """Signed distances [n] and their gradients with respect to xyz [n, 3] at ``points`` [n, 3] of shapes
+        ``shape`` [n] (indices into ``z`` [B, L]).
+
+        The gradient is the backward pass written out as tensor ops (``g_3 = w_4 act'(a_3)``, ``g_l = (g_{l+1}
+        W_{l+1}) act'(a_l)``, then the xyz columns of layers 1 and 3), so it is differentiable once more by ordinary
+        autograd, with respect to z, every weight and the points, and runs inside ``torch.compile(fullgraph=True)``,
+        where ``torch.autograd.grad`` does not. The latent's share of layers 1 and 3 is computed once per shape."""
+        L, H = self.latent_dim, self.hidden_dim
+        (W0, b0), (W1, b1), (W2, b2), (W3, b3), (W4, b4) = ((m.weight, m.bias) for m in self.layers)
+        c0 = F.linear(z, W0[:, :L], b0)[shape]
+        c2 = F.linear(z, W2[:, H : H + L], b2)[shape]
+        a0 = c0 + points @ W0[:, L:].t()
+        a1 = F.linear(self.act(a0), W1, b1)
+        a2 = self.act(a1) @ W2[:, :H].t() + c2 + points @ W2[:, H + L :].t()
+        a3 = F.linear(self.act(a2), W3, b3)
+        sdf = F.linear(self.act(a3), W4, b4).squeeze(-1)
+        g = W4 * self.act_grad(a3)  # d sdf / d a3, [n, H]
+        g2 = (g @ W3) * self.act_grad(a2)
+        g0 = ((g2 @ W2[:, :H]) * self.act_grad(a1) @ W1) * self.act_grad(a0)
+        return sdf, g0 @ W0[:, L:] + g2 @ W2[:, H + L :]
+
     def forward(self, z: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Signed distances.
 

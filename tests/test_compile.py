@@ -47,7 +47,7 @@ def test_opcheck_backward(backend, jitter):
     """The backward op (it has no autograd of its own: no double backward), on the forward's real outputs."""
     forward_op, backward_op = FAST_OPS[backend]
     args = _op_args(torch.float64, jitter, grad=False)
-    sil, sdf, lse = forward_op(*args)
+    sil, sdf, lse, _, _ = forward_op(*args)
     grad_sil = torch.randn_like(sil)
     torch.library.opcheck(backward_op, (grad_sil, sil, sdf, lse, *args))
 

@@ -29,7 +29,7 @@ def fused_eager(decoder, z, rays, S, weight=None, tau=0.1, tau_min=0.05, grad_ep
     """Silhouettes and the gradients of sum(weight * sil) w.r.t. z and every decoder weight, by the fused forward
     and backward functions themselves."""
     call = make_call(decoder, z.detach(), rays, S, tau, tau_min, grad_eps, jitter)
-    sil, sdf, lse = fused_forward(kernels, call)
+    sil, sdf, lse, _, _ = fused_forward(kernels, call)
     weight = torch.ones_like(sil) if weight is None else weight
     return sil, fused_backward(kernels, call, weight, sil, sdf, lse)
 

@@ -3,8 +3,10 @@ follows (:func:`define_render_ops`).
 
 ``render`` checks its arguments once and describes the call as a :class:`RenderCall`; every backend takes that
 object, so an argument or an output is added in one place per backend. A fast backend supplies two plain functions,
-``forward(call) -> (sil [B, R], sdf [B, R, S], lse [B, R])`` and ``backward(call, grad_sil, sil, sdf, lse) ->
-[dz, dW0, db0, ..., dW4, db4]``; :func:`define_render_ops` makes from them the custom ops
+``forward(call) -> (sil [B, R], sdf [B, R, S], lse [B, R], t0, hit)`` and ``backward(call, grad_sil, sil, sdf, lse)
+-> [dz, dW0, db0, ..., dW4, db4]``; t0 [B, R] and hit [B, R] (bool) are the surface crossing found in the forward
+march (docs/contract.md, Surface) when ``call.surface``, else empty tensors. :func:`define_render_ops` makes from
+them the custom ops
 ``sdfsrn_fast::{backend}_render`` and ``sdfsrn_fast::{backend}_render_backward`` with their fake implementations and
 autograd formula. ``torch.compile`` sees each op as one opaque node whose output shapes depend only on input shapes:
 how many rays are valid and how many samples the backward keeps stays inside the ops, so a user's compiled model
@@ -58,7 +60,8 @@ class DecoderParts(NamedTuple):
 class RenderCall:
     """One checked call of ``render``: its tensors (z in the rays' dtype), the decoder's weights (empty for a generic
     callable decoder) and its settings. ``tau`` and ``tau_min`` are what the caller passed (a number or a 0-d
-    tensor) outside the ops and floats inside them; ``compute_dtype`` is autocast's lower dtype or None."""
+    tensor) outside the ops and floats inside them; ``compute_dtype`` is autocast's lower dtype or None;
+    ``surface``: whether the forward also finds each ray's surface crossing."""
 
     z: Tensor
     origins: Tensor
@@ -75,6 +78,7 @@ class RenderCall:
     activation: str = "relu"
     beta: float = 100.0
     compute_dtype: Optional[torch.dtype] = None
+    surface: bool = False
 
     @property
     def batch(self) -> int:
@@ -96,7 +100,7 @@ class RenderCall:
         """The arguments of a forward op, in its order (the temperatures as 0-d tensors)."""
         return (self.z, self.origins, self.directions, self.near, self.far, self.valid, self.jitter, list(self.weights),
                 self.num_samples, _as_tensor(self.tau), _as_tensor(self.tau_min), float(self.grad_eps),
-                self.activation, float(self.beta), self.compute_dtype)
+                self.activation, float(self.beta), self.compute_dtype, bool(self.surface))
 
     def parts(self, op_dtype: Optional[torch.dtype] = None) -> DecoderParts:
         """:class:`DecoderParts`, the H x H matrices cast to ``op_dtype`` (None: the weights' dtype)."""
@@ -117,21 +121,28 @@ def _as_tensor(value) -> Tensor:
 
 
 def _call(z, origins, directions, near, far, valid, jitter, weights, num_samples, tau, tau_min, grad_eps, activation,
-          beta, compute_dtype) -> RenderCall:
+          beta, compute_dtype, surface=False) -> RenderCall:
     """The call inside an op, from the op's arguments (temperatures as floats)."""
     return RenderCall(z, origins, directions, near, far, valid, jitter, tuple(weights), num_samples, tau.item(),
-                      tau_min.item(), grad_eps, activation, beta, compute_dtype)
+                      tau_min.item(), grad_eps, activation, beta, compute_dtype, surface)
+
+
+def no_crossing(call: RenderCall) -> tuple:
+    """The forward's t0 and hit where the call asks for no surface: empty."""
+    return call.z.new_empty(0), torch.empty(0, dtype=torch.bool, device=call.z.device)
 
 
 class RenderOps:
-    """A fast backend's pair of custom ops; ``ops(call)`` renders the call's silhouettes through them (autograd
-    included), ``ops.forward`` is the forward op itself (for ``opcheck`` and direct calls)."""
+    """A fast backend's pair of custom ops; ``ops(call)`` renders through them (autograd included): ``(sil, t0,
+    hit)``, t0 and hit None without ``call.surface``. ``ops.forward`` is the forward op itself (for ``opcheck`` and
+    direct calls)."""
 
     def __init__(self, forward_op, backward_op):
         self.forward, self.backward = forward_op, backward_op
 
-    def __call__(self, call: RenderCall) -> Tensor:
-        return self.forward(*call.op_args())[0]
+    def __call__(self, call: RenderCall) -> tuple:
+        sil, _, _, t0, hit = self.forward(*call.op_args())
+        return (sil, t0, hit) if call.surface else (sil, None, None)
 
 
 def define_render_ops(backend: str, forward_impl: Callable, backward_impl: Callable) -> RenderOps:
@@ -141,10 +152,10 @@ def define_render_ops(backend: str, forward_impl: Callable, backward_impl: Calla
     @torch.library.custom_op(f"sdfsrn_fast::{backend}_render", mutates_args=())
     def forward_op(z: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor, valid: Tensor,
                    jitter: Optional[Tensor], weights: list[Tensor], num_samples: int, tau: Tensor, tau_min: Tensor,
-                   grad_eps: float, activation: str, beta: float,
-                   compute_dtype: Optional[torch.dtype]) -> tuple[Tensor, Tensor, Tensor]:
+                   grad_eps: float, activation: str, beta: float, compute_dtype: Optional[torch.dtype],
+                   surface: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         call = _call(z, origins, directions, near, far, valid, jitter, weights, num_samples, tau, tau_min, grad_eps,
-                     activation, beta, compute_dtype)
+                     activation, beta, compute_dtype, surface)
         with torch.autocast(z.device.type, enabled=False):  # precision is compute_dtype's, not the ambient autocast's
             return forward_impl(call)
 
@@ -159,9 +170,12 @@ def define_render_ops(backend: str, forward_impl: Callable, backward_impl: Calla
             return backward_impl(call, grad_sil, sil, sdf, lse)
 
     @forward_op.register_fake
-    def _(z, origins, directions, near, far, valid, jitter, weights, num_samples, *_):
+    def _(z, origins, directions, near, far, valid, jitter, weights, num_samples, *args):
         B, R = near.shape
-        return z.new_empty((B, R)), z.new_empty((B, R, num_samples)), z.new_empty((B, R))
+        surface = len(args) > 6 and args[6]
+        crossing = (B, R) if surface else (0,)
+        return (z.new_empty((B, R)), z.new_empty((B, R, num_samples)), z.new_empty((B, R)), z.new_empty(crossing),
+                torch.empty(crossing, dtype=torch.bool, device=z.device))
 
     @backward_op.register_fake
     def _(grad_sil, sil, sdf, lse, z, origins, directions, near, far, valid, jitter, weights, *_):
@@ -169,12 +183,12 @@ def define_render_ops(backend: str, forward_impl: Callable, backward_impl: Calla
 
     def setup_context(ctx, inputs, output):
         z, origins, directions, near, far, valid, jitter, weights, num_samples, tau, tau_min = inputs[:11]
-        ctx.settings = (num_samples, *inputs[11:])  # num_samples, grad_eps, activation, beta, compute_dtype
+        ctx.settings = (num_samples, *inputs[11:15])  # num_samples, grad_eps, activation, beta, compute_dtype
         ctx.n_weights, ctx.has_jitter = len(weights), jitter is not None
-        ctx.save_for_backward(*output, z, origins, directions, near, far, valid, tau, tau_min, *weights,
+        ctx.save_for_backward(*output[:3], z, origins, directions, near, far, valid, tau, tau_min, *weights,
                               *([jitter] if ctx.has_jitter else []))
 
-    def backward(ctx, grad_sil, _grad_sdf, _grad_lse):
+    def backward(ctx, grad_sil, *_):  # the crossing (t0, hit) carries no gradient: it is found, not computed
         saved = ctx.saved_tensors
         outputs, rays, temps = saved[:3], saved[3:9], saved[9:11]
         weights = list(saved[11 : 11 + ctx.n_weights])
@@ -182,7 +196,9 @@ def define_render_ops(backend: str, forward_impl: Callable, backward_impl: Calla
         num_samples, grad_eps, activation, beta, compute_dtype = ctx.settings
         grads = backward_op(grad_sil.contiguous(), *outputs, *rays, jitter, weights, num_samples, *temps, grad_eps,
                             activation, beta, compute_dtype)
-        return (grads[0], None, None, None, None, None, None, list(grads[1:])) + (None,) * 7
+        # one entry per argument as passed (a trailing one at its default, surface=False, may not be)
+        return (grads[0], None, None, None, None, None, None, list(grads[1:])) + (None,) * (
+            len(ctx.needs_input_grad) - 8)
 
     torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
     return RenderOps(forward_op, backward_op)

@@ -8,6 +8,7 @@ triton; :mod:`.triton` (host code, tile policy) imports it on the backend's firs
   ``[BLOCK_M, HT]`` tiles, ``out_j = sum_i h_i W_ij``), the output layer as a row sum, and an online logsumexp per
   ray (FlashAttention's pattern). It writes the per-sample SDF, the per-ray logsumexp and the silhouette; no hidden
   activation reaches global memory.
+- :func:`_crossing_kernel` (``surface=True``): each ray's first crossing from the SDF values the forward stored.
 - :func:`_keep_kernel`: the backward's sample selection, as :func:`~.fused.kept_indices`, in two launches.
 - :func:`_render_bwd_kernel`: at the kept samples, the decoder recomputed and ``g = dL/ds`` backpropagated by hand
   (``d_l = (d_{l+1} W_{l+1}) * act'(h_l)``), writing per sample ``h_0..h_3``, ``d_0..d_3`` (one ``[n, 8 H]``
@@ -245,6 +246,28 @@ def _layer3(h2, W3, B3, j, ACT: tl.constexpr, BETA, ACC: tl.constexpr, DOT: tl.c
 
 
 @triton.jit
+def _crossing(sdf, t, ok, s0, S, t0_i, hit_i, prev_s, prev_t, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr):
+    """One chunk of samples [BLOCK_R rays, BLOCK_S samples] (``sdf``, ``t`` flat, ``ok``: real samples) into each
+    ray's first crossing so far (docs/contract.md, Surface): the chunk's first negative sample k of a ray not yet
+    hit gives ``t0`` by one secant step from sample k-1 (this chunk's, or the chunk before's last, ``prev``), or
+    ``t_0`` for the ray's first sample. Picking one column of a row is a masked sum: exact."""
+    s2 = tl.reshape(tl.where(ok, sdf, 1.0), [BLOCK_R, BLOCK_S])  # samples that are not real never cross
+    t2 = tl.reshape(t, [BLOCK_R, BLOCK_S])
+    c = tl.reshape(tl.arange(0, BLOCK_R * BLOCK_S) % BLOCK_S, [BLOCK_R, BLOCK_S])
+    first = tl.min(tl.where(s2 < 0, c, BLOCK_S), axis=1)  # BLOCK_S where the chunk has none
+    s_k = tl.sum(tl.where(c == first[:, None], s2, 0.0), axis=1)
+    t_k = tl.sum(tl.where(c == first[:, None], t2, 0.0), axis=1)
+    s_p = tl.where(first == 0, prev_s, tl.sum(tl.where(c == first[:, None] - 1, s2, 0.0), axis=1))
+    t_p = tl.where(first == 0, prev_t, tl.sum(tl.where(c == first[:, None] - 1, t2, 0.0), axis=1))
+    at_start = (first == 0) & (s0 == 0)
+    cross = tl.where(at_start, t_k, t_p + s_p * (t_k - t_p) / tl.where(at_start, 1.0, s_p - s_k))
+    new = (first < BLOCK_S) & (hit_i == 0)
+    last = c == tl.minimum(S - s0, BLOCK_S) - 1
+    return (tl.where(new, cross, t0_i), tl.where(new, 1, hit_i), tl.sum(tl.where(last, s2, 0.0), axis=1),
+            tl.sum(tl.where(last, t2, 0.0), axis=1))
+
+
+@triton.jit
 def _render_fwd_kernel(
     O, D, NEAR, FAR, JIT, VALID,  # rays [B*R, 3] / [B*R]  # noqa: E741 (O: origins)
     C0, C2, W0P, W2P, W1, B1, W2H, W3, B3, W4, B4,  # shares [B, H]; xyz columns [H, 3]; H x H layers; output
@@ -318,6 +341,41 @@ def _render_fwd_kernel(
         # sigmoid(-m / tau), m = -tau_min lse
         sil = tl.where(ok_r, 1.0 / (1.0 + tl.exp(-lse * tau_min_over_tau)), 0.0)
         tl.store(SIL + ray_r, sil.to(SIL.dtype.element_ty), mask=in_r)
+
+
+@triton.jit
+def _crossing_kernel(
+    SDF, NEAR, FAR, JIT, VALID,  # the forward's SDF [n, S]; rays [n]
+    T0, HIT,  # out: [n] each, the first crossing (0 / False where there is none)
+    n, S, HAS_JIT: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
+):
+    """Each ray's first crossing (docs/contract.md, Surface) from the SDF values the forward kernel stored, BLOCK_R
+    rays a program, BLOCK_S samples at a time (:func:`_crossing`). A launch of its own: inside the forward's march
+    its few registers would be live beside the decoder's tiles (8 B of spill in sm_90's tf32 forward at H = 128,
+    ``python -m sdfsrn_fast.bench --gpu-compile``)."""
+    m = tl.arange(0, BLOCK_R * BLOCK_S)
+    ray = tl.program_id(0).to(tl.int64) * BLOCK_R + m // BLOCK_S
+    ray_ok = (ray < n) & (tl.load(VALID + ray, mask=ray < n, other=0) != 0)
+    near = tl.load(NEAR + ray, mask=ray_ok, other=0.0).to(ACC)
+    step = (tl.load(FAR + ray, mask=ray_ok, other=0.0).to(ACC) - near) / S
+    if HAS_JIT:
+        jit = tl.load(JIT + ray, mask=ray_ok, other=0.0).to(ACC)
+    t0_i = tl.zeros([BLOCK_R], dtype=ACC)
+    hit_i = tl.zeros([BLOCK_R], dtype=tl.int32)
+    prev_s = tl.zeros([BLOCK_R], dtype=ACC)
+    prev_t = tl.zeros([BLOCK_R], dtype=ACC)
+    for s0 in range(0, S, BLOCK_S):
+        k = s0 + m % BLOCK_S
+        ok = ray_ok & (k < S)
+        kf = k.to(ACC) + 0.5  # as the forward kernel and sample_points_at: near + (k + 0.5 [+ jitter]) (far - near) / S
+        if HAS_JIT:
+            kf = kf + jit
+        sdf = tl.load(SDF + ray * S + k, mask=ok, other=1.0).to(ACC)
+        t0_i, hit_i, prev_s, prev_t = _crossing(sdf, near + kf * step, ok, s0, S, t0_i, hit_i, prev_s, prev_t,
+                                                BLOCK_R, BLOCK_S)
+    ray_r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    tl.store(T0 + ray_r, tl.where(hit_i != 0, t0_i, 0.0).to(T0.dtype.element_ty), mask=ray_r < n)
+    tl.store(HIT + ray_r, hit_i != 0, mask=ray_r < n)
 
 
 @triton.jit

@@ -87,7 +87,7 @@ compiled_render = define_render_ops("compiled", lambda call: fused_forward(compi
                                     lambda call, *out: fused_backward(compiled_kernels(call), call, *out))
 
 
-def render(decoder, call: RenderCall) -> torch.Tensor:
+def render(decoder, call: RenderCall) -> tuple:
     if isinstance(decoder, SDFDecoder):
         return compiled_render(call)
     return render_callable_chunked(decoder, call)

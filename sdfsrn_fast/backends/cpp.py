@@ -79,9 +79,11 @@ def _register_fakes() -> None:
 
     @torch.library.register_fake("sdfsrn_fast::cpp_forward")
     def _(origins, directions, near, far, jitter, rays, c0, c2, w0p, w2p, w1, b1, w2h, w3, b3, w4, b4, num_samples,
-          rays_per_shape, tau, tau_min, activation, beta, bf16):
+          rays_per_shape, tau, tau_min, activation, beta, bf16, surface):
         n = near.numel()
-        return near.new_empty(n), near.new_empty(n, num_samples), near.new_empty(n)
+        m = n if surface else 0
+        return (near.new_empty(n), near.new_empty(n, num_samples), near.new_empty(n), near.new_empty(m),
+                near.new_empty(m, dtype=torch.bool))
 
     @torch.library.register_fake("sdfsrn_fast::cpp_backward_samples")
     def _(origins, directions, near, far, rays, koff, g, c0, c2, w0p, w2p, w1, b1, w2h, w3, b3, w4, num_samples,
@@ -107,11 +109,13 @@ def _forward(call: RenderCall):
     rays = call.valid.reshape(-1).nonzero().squeeze(1)
     record(forward_points=rays.numel() * S, refined_points=0, screened_points=0, screen_error=0.0)
     p = call.parts()
-    sil, sdf, lse = torch.ops.sdfsrn_fast.cpp_forward(
+    sil, sdf, lse, t0, hit = torch.ops.sdfsrn_fast.cpp_forward(
         *_rays(call), None if call.jitter is None else call.jitter.reshape(-1), rays, p.c0, p.c2, p.w0p, p.w2p, p.w1,
         p.b1, p.w2h, p.w3, p.b3, p.w4, float(p.b4), S, R, call.tau, call.tau_min, call.activation, call.beta,
-        _bf16(call.compute_dtype))
-    return sil.view(B, R), sdf.view(B, R, S), lse.view(B, R)
+        _bf16(call.compute_dtype), call.surface)
+    if call.surface:
+        t0, hit = t0.view(B, R), hit.view(B, R)
+    return sil.view(B, R), sdf.view(B, R, S), lse.view(B, R), t0, hit
 
 
 def _backward(call: RenderCall, grad_sil, sil, sdf, lse):
@@ -128,7 +132,7 @@ def _backward(call: RenderCall, grad_sil, sil, sdf, lse):
 cpp_render = define_render_ops("cpp", _forward, _backward)
 
 
-def render(decoder, call: RenderCall) -> torch.Tensor:
+def render(decoder, call: RenderCall) -> tuple:
     return cpp_render(call)
 
 

@@ -36,8 +36,8 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ._instrument import record
-from ._ops import RenderCall
-from .reference import sample_points, soft_silhouette
+from ._ops import RenderCall, no_crossing
+from .reference import first_crossing, sample_points, soft_silhouette
 
 __all__ = ["fused_forward", "fused_backward", "kept_indices", "kept_samples", "sample_offsets", "refine_screened",
            "sample_points_at", "assemble_grads", "render_callable_chunked", "chunk_size", "Kernels", "EAGER"]
@@ -297,8 +297,11 @@ def fused_forward(kernels: Kernels, call: RenderCall):
     everything else (SDF, soft minimum, silhouette) in the inputs'.
 
     Returns:
-        ``(sil [B, R], sdf [B, R, S], lse [B, R])``: silhouettes, every sample's SDF and each ray's
-        ``logsumexp_k(-s_k / tau_min)``; sdf and lse are 0 on invalid rays. What :func:`fused_backward` needs.
+        ``(sil [B, R], sdf [B, R, S], lse [B, R], t0, hit)``: silhouettes, every sample's SDF and each ray's
+        ``logsumexp_k(-s_k / tau_min)`` (0 on invalid rays; what :func:`fused_backward` needs), and with
+        ``call.surface`` each ray's surface crossing from the same samples ([B, R] each; else empty). A call with
+        ``surface`` skips the bfloat16 screen, whose samples far from the soft minimum (the crossing among them)
+        keep their bfloat16 values.
     """
     B, R, S, z = call.batch, call.rays, call.num_samples, call.z
     near = call.near
@@ -319,7 +322,7 @@ def fused_forward(kernels: Kernels, call: RenderCall):
     cfg = dict(S=S, tau=tau, tau_min=tau_min, activation=activation, beta=beta)
     s = None
     exact32 = call.compute_dtype is None and z.dtype == torch.float32
-    if kernels.screen is not None and exact32 and n >= kernels.screen_chunk:
+    if kernels.screen is not None and exact32 and n >= kernels.screen_chunk and not call.surface:
         s = _screened_sdf(kernels, cfg, points, sample_b, c0_shape, c2_shape, kernel_weights)
     if s is None:
         s = _evaluate(kernels.forward, kernels.chunk, points, sample_b, (c0_shape, c2_shape, *kernel_weights),
@@ -331,7 +334,13 @@ def fused_forward(kernels: Kernels, call: RenderCall):
     lse[ray_index] = lse_valid
     sil = z.new_zeros(B * R)
     sil[ray_index] = torch.sigmoid(lse_valid * (tau_min / tau))  # m = -tau_min * lse, sil = sigmoid(-m / tau)
-    return sil.view(B, R), sdf.view(B, R, S), lse.view(B, R)
+    crossing = no_crossing(call)
+    if call.surface:  # from the same samples, on the valid rays
+        t0_valid, hit_valid = first_crossing(s, near.reshape(-1)[ray_index], call.far.reshape(-1)[ray_index],
+                                             torch.ones_like(ray_index, dtype=torch.bool), S, jit)
+        hit = torch.zeros(B * R, dtype=torch.bool, device=z.device).index_put_((ray_index,), hit_valid)
+        crossing = (z.new_zeros(B * R).index_put_((ray_index,), t0_valid).view(B, R), hit.view(B, R))
+    return sil.view(B, R), sdf.view(B, R, S), lse.view(B, R), *crossing
 
 
 def kept_indices(grad_sil, sil, sdf, lse, valid, num_samples: int, tau: float, tau_min: float, grad_eps: float):
@@ -416,7 +425,8 @@ def assemble_grads(call: RenderCall, dc0, dc2, dW0p, dW1, db1, dW2h, dW2p, dW3, 
 
 def render_callable_chunked(decoder, call: RenderCall, chunk_rays: int = 1024):
     """Any callable decoder, autograd through it chunk by chunk of rays (checkpointed, so only the SDF values
-    are kept between forward and backward). Exact; no sparse backward."""
+    are kept between forward and backward). Exact; no sparse backward. Returns ``(sil, t0, hit)``, the crossing
+    None without ``call.surface``."""
     B, R, S = call.batch, call.rays, call.num_samples
     points = sample_points(call.origins, call.directions, call.near, call.far, S, call.jitter)  # [B, R, S, 3]
     parts = []
@@ -428,4 +438,7 @@ def render_callable_chunked(decoder, call: RenderCall, chunk_rays: int = 1024):
         else:
             parts.append(fn(call.z, pts))
     sdf = torch.cat(parts, dim=1).reshape(B, R, S).to(call.origins.dtype)  # autocast: as in the reference
-    return soft_silhouette(sdf, call.valid, call.tau, call.tau_min)
+    sil = soft_silhouette(sdf, call.valid, call.tau, call.tau_min)
+    if not call.surface:
+        return sil, None, None
+    return (sil, *first_crossing(sdf.detach(), call.near, call.far, call.valid, S, call.jitter))

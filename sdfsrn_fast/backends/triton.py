@@ -26,7 +26,7 @@ import torch
 from ..models import SDFDecoder
 from . import triton_version
 from ._instrument import launch, record, tuned
-from ._ops import RenderCall, define_render_ops
+from ._ops import RenderCall, define_render_ops, no_crossing
 from .compiled import unsupported as _ray_gradients
 from .fused import assemble_grads
 
@@ -192,7 +192,7 @@ def _tl_dtype(dtype: torch.dtype):
 
 @torch.no_grad()
 def triton_forward(call: RenderCall):
-    """``(sil [B, R], sdf [B, R, S], lse [B, R])`` as :func:`~sdfsrn_fast.backends.fused.fused_forward`."""
+    """``(sil [B, R], sdf [B, R, S], lse [B, R], t0, hit)`` as :func:`~sdfsrn_fast.backends.fused.fused_forward`."""
     B, R, S, H, z = call.batch, call.rays, call.num_samples, call.hidden, call.z
     dot, acc, op_dtype = _precision(call)
     cfg = kernel_config(H, dot, S, "forward", _arch(z.device))
@@ -211,7 +211,16 @@ def triton_forward(call: RenderCall):
            ACT=0 if call.activation == "relu" else 1, HAS_JIT=call.jitter is not None, ACC=_tl_dtype(acc), DOT=dot,
            BLOCK_R=cfg["BLOCK_R"], BLOCK_S=cfg["BLOCK_S"], HT=cfg["HT"], NT=cfg["NT"], H=H, LOADS=cfg["LOADS"],
            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-    return sil.view(B, R), sdf.view(B, R, S), lse.view(B, R)
+    t0, hit = no_crossing(call)
+    if call.surface:  # from the SDF values just stored, one more launch
+        t0, hit = z.new_empty(B * R), torch.empty(B * R, dtype=torch.bool, device=z.device)
+        block_s = min(64, _pow2(S))
+        launch("crossing", _kernels()._crossing_kernel, (_cdiv(B * R, 16),), sdf, call.near.contiguous(),
+               call.far.contiguous(), call.jitter.contiguous() if call.jitter is not None else call.near,
+               call.valid.contiguous(), t0, hit, B * R, S, HAS_JIT=call.jitter is not None, ACC=_tl_dtype(acc),
+               BLOCK_R=16, BLOCK_S=block_s)
+        t0, hit = t0.view(B, R), hit.view(B, R)
+    return sil.view(B, R), sdf.view(B, R, S), lse.view(B, R), t0, hit
 
 
 def kept_indices(grad_sil, sil, sdf, lse, valid, num_samples: int, tau: float, tau_min: float, grad_eps: float):
@@ -308,5 +317,5 @@ def triton_backward(call: RenderCall, grad_sil, sil, sdf, lse) -> list:
 triton_render = define_render_ops("triton", triton_forward, triton_backward)
 
 
-def render(decoder, call: RenderCall) -> torch.Tensor:
+def render(decoder, call: RenderCall) -> tuple:
     return triton_render(call)

@@ -71,7 +71,7 @@ def host_ops(shape: str = "tiny", precision: str = "32") -> dict:
     compute = amp if amp in (torch.bfloat16, torch.float16) else None
     call = RenderCall(case["z"].detach(), *case["rays"], None, weights, s.samples, 0.01, 0.005, 1e-4, "relu", 100.0,
                       compute)
-    sil, sdf, lse = tb.triton_forward(call)
+    sil, sdf, lse, _, _ = tb.triton_forward(call)
     passes = {"forward": lambda: tb.triton_forward(call),
               "backward": lambda: tb.triton_backward(call, torch.ones_like(sil), sil, sdf, lse)}
     out, launches = {}, {}
