@@ -1,12 +1,12 @@
-"""``pytest benchmarks --benchmark-only``: render, backend x {forward, forward+backward} x precision x named shape.
+"""``pytest benchmarks --benchmark-only``: render, backend x mode x precision x named shape.
 
 The cases, FLOP counts and memory measurement live in :mod:`sdfsrn_fast.bench` (shared with
-``python -m sdfsrn_fast.bench``, which prints one comparison table). ``large`` runs the fast backends only (on a
-CPU only with SDFSRN_BENCH_LARGE=1);
-``bf16`` is the same call inside ``torch.autocast(dtype=torch.bfloat16)``.
+``python -m sdfsrn_fast.bench``, which prints one comparison table). By default: every backend at the tiny shape
+in float32, and the fast backends at the study shape (forward+backward, with and without the surface outputs,
+float32 and bfloat16 autocast), each with its peak memory from a fresh process: a few minutes on a 2-core CPU.
+``--bench-full``: every backend (the baselines too) x {forward, forward+backward, surface} x every precision x
+{tiny, study, large} (large: the fast backends only).
 """
-
-import os
 
 import pytest
 import torch
@@ -14,24 +14,39 @@ import torch
 from sdfsrn_fast import bench
 
 PRECISIONS = ["32", "bf16"] + (["tf32"] if torch.cuda.is_available() else [])  # tf32: CUDA's tensor cores
-# ``large`` on a CPU: 16.7 M samples a call, 20-30 s each on 2 cores (the suite passed 30 minutes with it, AMD EPYC,
-# 2026-11-28); there it runs when SDFSRN_BENCH_LARGE=1, on a GPU always.
-LARGE = torch.cuda.is_available() or os.environ.get("SDFSRN_BENCH_LARGE") == "1"
-CASES = [
-    (backend, shape, mode, precision)
-    for shape in bench.SHAPES
-    for mode in bench.MODES
-    for precision in PRECISIONS
-    for backend in bench.available_bench_backends()
-    if not (shape == "large" and (backend in bench.BASELINES or not LARGE))
-]
 ROUNDS = {"tiny": 10, "study": 3, "large": 2}
 
 
-@pytest.mark.parametrize("backend,shape,mode,precision", CASES, ids=["-".join(c[1:] + c[:1]) for c in CASES])
-def test_render(benchmark, backend, shape, mode, precision):
-    case = bench.make_case(shape)
-    step = bench.make_step(backend, case, mode, precision)
+def cases(full: bool) -> list:
+    out = []
+    for shape in bench.SHAPES:
+        for mode in bench.MODES:
+            for precision in PRECISIONS:
+                for backend in bench.available_bench_backends():
+                    baseline = backend in bench.BASELINES
+                    if mode == "surface" and backend == "reference_compiled":
+                        continue  # torch.compile(reference) renders silhouettes only
+                    if full:
+                        keep = not (shape == "large" and baseline)
+                    elif shape == "tiny":
+                        keep = precision == "32"
+                    else:
+                        keep = shape == "study" and not baseline and mode != "forward"
+                    if keep:
+                        out.append((backend, shape, mode, precision))
+    return out
+
+
+def pytest_generate_tests(metafunc):
+    if "case" in metafunc.fixturenames:
+        chosen = cases(metafunc.config.getoption("--bench-full"))
+        metafunc.parametrize("case", chosen, ids=["-".join(c[1:] + c[:1]) for c in chosen])
+
+
+def test_render(benchmark, case):
+    backend, shape, mode, precision = case
+    data = bench.make_case(shape)
+    step = bench.make_step(backend, data, mode, precision)
     try:
         step()
     except RuntimeError as err:
@@ -42,7 +57,9 @@ def test_render(benchmark, backend, shape, mode, precision):
     with bench.recording() as rec:
         benchmark.pedantic(step, rounds=ROUNDS[shape], iterations=1, warmup_rounds=1)
     t = benchmark.stats.stats.median
-    benchmark.extra_info.update(bench.rates(backend, case, mode, t, rec))
-    memory = bench.measure_subprocess(backend, shape, mode, rounds=1, precision=precision)  # a fresh process
-    benchmark.extra_info.update(peak_memory_mb=memory["peak_bytes"] / 2**20, peak_memory_method=memory["peak_method"])
+    benchmark.extra_info.update(bench.rates(backend, data, mode, t, rec))
+    if shape != "tiny":  # peak memory from a fresh process (at the tiny shape it is noise)
+        memory = bench.measure_subprocess(backend, shape, mode, rounds=1, precision=precision)
+        benchmark.extra_info.update(peak_memory_mb=memory["peak_bytes"] / 2**20,
+                                    peak_memory_method=memory["peak_method"])
     assert t > 0

@@ -45,7 +45,9 @@ SHAPES = {
 }
 BASELINES = ("reference", "reference_compiled")  # torch.compile(reference): the peer a user would try first
 BACKENDS = BASELINES + ("compiled",)
-MODES = ("forward", "forward_backward")
+# "surface": forward+backward with surface=True and a loss on silhouettes, depth and normals (the cost of the
+# surface outputs against "forward_backward", the same backend in the same run)
+MODES = ("forward", "forward_backward", "surface")
 # "32": float32; "bf16": the same call inside torch.autocast(dtype=torch.bfloat16) (docs/contract.md, Precision);
 # "tf32": float32 with torch.set_float32_matmul_precision("high") (CUDA's tensor cores; the triton backend's float32)
 PRECISIONS = {"32": torch.float32, "bf16": torch.bfloat16, "tf32": torch.float32}
@@ -101,8 +103,9 @@ def _reference_compiled():
 
 
 def make_step(backend: str, case: dict, mode: str, precision: str = "32"):
-    """A no-argument callable running one forward (no grad) or one forward+backward of ``backend``, in float32 or
-    under ``torch.autocast`` (``precision="bf16"``)."""
+    """A no-argument callable running one forward (no grad), one forward+backward, or one forward+backward with the
+    surface outputs (``mode="surface"``) of ``backend``, in float32 or under ``torch.autocast``
+    (``precision="bf16"``)."""
     from .. import render
 
     dec, z, rays, target, s = case["decoder"], case["z"], case["rays"], case["target"], case["shape"]
@@ -111,11 +114,13 @@ def make_step(backend: str, case: dict, mode: str, precision: str = "32"):
 
     torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
 
-    def sil():
+    def sil(surface=False):
         with torch.autocast(case["device"].type, dtype=amp, enabled=amp != torch.float32):
             if backend == "reference_compiled":
+                if surface:
+                    raise RuntimeError("torch.compile(reference) cannot run this call: it renders silhouettes only")
                 return _reference_compiled()(dec, z, *rays, s.samples, 0.01, 0.005)
-            return render(dec, z, *rays, num_samples=s.samples, backend=backend)
+            return render(dec, z, *rays, num_samples=s.samples, backend=backend, surface=surface)
 
     def forward():
         with torch.no_grad():
@@ -128,7 +133,17 @@ def make_step(backend: str, case: dict, mode: str, precision: str = "32"):
         ((sil() - target) ** 2).mean().backward()
         sync()
 
-    return forward if mode == "forward" else forward_backward
+    def surface():
+        dec.zero_grad(set_to_none=True)
+        z.grad = None
+        out = sil(surface=True)
+        # a loss on every output: the silhouettes' as above, depth against 2.5 and normals facing the camera
+        hit = out.hit
+        ((out.silhouette - target) ** 2).mean().add((out.depth - 2.5 * hit).square().mean()).add(
+            (out.normal * rays[1]).sum(-1).add(hit.float()).square().mean()).backward()
+        sync()
+
+    return {"forward": forward, "forward_backward": forward_backward, "surface": surface}[mode]
 
 
 TRAIN_STEP_MODES = ("eager", "torch.compile")
@@ -186,8 +201,8 @@ def evaluated_points(backend: str, case: dict, mode: str, rec: Recorder) -> tupl
     s = case["shape"]
     if backend in BASELINES:
         dense = s.batch * s.resolution**2 * s.samples
-        return dense, dense if mode == "forward_backward" else 0, 0
-    backward = rec.value("backward_points") if mode == "forward_backward" else 0
+        return dense, dense if mode != "forward" else 0, 0
+    backward = rec.value("backward_points") if mode != "forward" else 0
     return rec.value("forward_points"), backward, rec.value("refined_points")
 
 
@@ -200,7 +215,7 @@ def flop_counts(backend: str, case: dict, mode: str, points: tuple[int, int, int
     f = mlp_flops(s.hidden, s.latent, dense)
     evaluated = (points[0] + points[2]) * f + (2 if dense else 3) * points[1] * f
     n = s.batch * s.resolution**2 * s.samples
-    equivalent = n * mlp_flops(s.hidden, s.latent, True) * (3 if mode == "forward_backward" else 1)
+    equivalent = n * mlp_flops(s.hidden, s.latent, True) * (1 if mode == "forward" else 3)
     return float(evaluated), float(equivalent)
 
 
@@ -366,11 +381,12 @@ def available_bench_backends() -> list[str]:
 
 def _table(rows: list[dict], peak: dict) -> str:
     """One line per measurement; ``spread``: the fastest and slowest of its timed calls; ``x ref``, ``x c(ref)``:
-    speed-up over the baselines at the same precision;
-    ``x 32``: over the same backend in float32; ``%peak``: of the matmul rate of the row's precision (``peak``)."""
+    speed-up over the baselines at the same precision; ``x 32``: over the same backend in float32; ``/ f+b``: a
+    surface row's time over the same backend's silhouette-only forward+backward; ``%peak``: of the matmul rate of
+    the row's precision (``peak``)."""
     by = {(r["backend"], r["shape"], r["mode"], r["precision"]): r for r in rows}
     head = (f"{'shape':<6} {'mode':<17} {'backend':<19} {'prec':<5} {'time s':>8} {'spread s':>13} {'x ref':>7} "
-            f"{'x c(ref)':>8} {'x 32':>6} {'peak MB':>9} {'GFLOP/s':>8} {'%peak':>6} {'dense-eq GFLOP/s':>17} "
+            f"{'x c(ref)':>8} {'x 32':>6} {'/ f+b':>6} {'peak MB':>9} {'GFLOP/s':>8} {'%peak':>6} {'dense-eq GFLOP/s':>17} "
             f"{'bwd pts %':>9} {'bf16 only %':>11}")
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -380,13 +396,15 @@ def _table(rows: list[dict], peak: dict) -> str:
         x_32 = f"{f32['time'] / r['time']:.2f}" if f32 and r["precision"] != "32" else "-"
         x_ref = f"{ref['time'] / r['time']:.1f}" if ref else "-"
         x_cref = f"{cref['time'] / r['time']:.1f}" if cref else "-"
+        fb = by.get((r["backend"], r["shape"], "forward_backward", r["precision"]))
+        per_fb = f"{r['time'] / fb['time']:.2f}" if fb and r["mode"] == "surface" else "-"
         bwd = f"{100 * r['backward_points'] / max(r['forward_points'], 1):.1f}" if r["mode"] != "forward" else "-"
         refined = r.get("refined_points", 0)
         low = f"{100 * (1 - refined / max(r['forward_points'], 1)):.1f}" if refined else "-"
         spread = f"{min(r['times']):.3f}-{max(r['times']):.3f}"
         lines.append(f"{r['shape']:<6} {r['mode']:<17} {r['backend']:<19} {r['precision']:<5} {r['time']:>8.3f} "
                      f"{spread:>13} "
-                     f"{x_ref:>7} {x_cref:>8} {x_32:>6} {r['peak_bytes'] / 2**20:>9.1f} {r['gflops']:>8.1f} "
+                     f"{x_ref:>7} {x_cref:>8} {x_32:>6} {per_fb:>6} {r['peak_bytes'] / 2**20:>9.1f} {r['gflops']:>8.1f} "
                      f"{100 * r['gflops'] / peak[r['precision']]:>6.1f} {r['dense_gflops']:>17.1f} {bwd:>9} "
                      f"{low:>11}")
     return "\n".join(lines)
