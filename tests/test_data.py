@@ -112,3 +112,35 @@ def test_bad_arguments():
         make_dataset(num_shapes=2, families=("torus",))
     with pytest.raises(ValueError, match="num_shapes"):
         make_dataset(num_shapes=0)
+
+
+def test_surface_maps_agree_with_silhouettes_and_a_sphere(small):
+    """The exact surface from any camera: hit where the silhouette is, unit normals, and for a sphere the depth and
+    normal of the closed-form ray-sphere intersection."""
+    for i in range(3):
+        depth, normal, hit = small.surface_maps(i, small.novel_azimuth[i], small.novel_elevation[i], small.resolution)
+        assert torch.equal(hit.float(), small.novel_silhouettes[i])
+        assert ((normal[hit].norm(dim=-1) - 1).abs() < 1e-5).all() and (depth[~hit] == 0).all()
+        assert (depth[hit] > small.distance - 1).all() and (depth[hit] < small.distance + 1).all()
+    i = small.families.index("sphere")
+    r = float(small.sizes[i, 0])
+    o, d = orbit_rays(small.azimuth[i : i + 1].double(), small.elevation[i : i + 1].double(), small.distance,
+                      small.fov, small.resolution, small.resolution)
+    b = (o * d).sum(-1)
+    t = -b - (b * b - (o * o).sum(-1) + r * r).clamp_min(0).sqrt()
+    depth, normal, hit = small.surface_maps(i, small.azimuth[i], small.elevation[i], small.resolution)
+    flat = hit.reshape(1, -1)
+    torch.testing.assert_close(depth.reshape(1, -1)[flat].double(), t[flat], rtol=0, atol=1e-5)
+    x = o + t[..., None] * d
+    torch.testing.assert_close(normal.reshape(1, -1, 3)[flat].double(), (x / r)[flat], rtol=0, atol=1e-5)
+
+
+def test_light_is_the_training_images_light(small):
+    """The training images are albedo x shading(normal, hit, light) with the dataset's light and shading model."""
+    from sdfsrn_fast.study.data import shading
+
+    i = 1
+    _, normal, hit = small.surface_maps(i, small.azimuth[i], small.elevation[i], small.resolution)
+    light = small.light(small.azimuth[i], small.elevation[i])[0]
+    image = small.albedo[i][:, None, None] * shading(normal[0], hit[0], light)[None]
+    torch.testing.assert_close(image, small.images[i], rtol=0, atol=1e-5)

@@ -41,10 +41,12 @@ def test_snapshots_during_training_and_resume(tmp_path):
     s = snapshots.load(run / snapshots.FILE)
     assert s.epochs.tolist() == [1, 2, 4]
     assert s.pred.shape == (3, 6, snapshots.VIEWS, snapshots.RESOLUTION**2 // 8)
+    assert s.pred_shaded.shape == (3, 6, snapshots.VIEWS, snapshots.RESOLUTION**2 // 2)
+    assert s.truth_shaded.shape == (6, snapshots.VIEWS, snapshots.RESOLUTION**2 // 2)
     assert sorted(s.families) == ["box", "box", "ellipsoid", "ellipsoid", "sphere", "sphere"]
     assert train_mod.main(["--resume", str(run), "--epochs", "6", "--no-progress", "--figures", "false"]) == 0
     s = snapshots.load(run / snapshots.FILE)
-    assert s.epochs.tolist() == [1, 2, 4, 6]
+    assert s.epochs.tolist() == [1, 2, 4, 6] and len(s.pred_shaded) == 4
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows if "snapshot_time" in r] == [1, 2, 4, 6]
 
@@ -138,9 +140,16 @@ def test_page_in_a_real_browser(run_dir, browser, tmp_path):
     assert pane("truth") != before[1] and pane("pred") != before[0]
     assert iou() == pytest.approx(python_iou(run_dir, 2, E - 1, 4), abs=5e-4)
 
+    # the shaded surfaces: the true one decoded in the page as the snapshots hold it
+    pixels = browser.execute_script("const c = document.getElementById('truth-surface'); "
+                                    "return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)")
+    expected = snapshots.unpack_grey(s.truth_shaded[2, 4], s.resolution).reshape(-1) * 17
+    assert np.array_equal(np.asarray(pixels).reshape(-1, 4)[:, 0], expected) and expected.max() > 100
+    surface_before = pane("pred-surface")
     epoch = browser.find_element(By.ID, "epoch")
     epoch.send_keys(Keys.HOME)  # the first snapshot, after epoch 1
     assert browser.find_element(By.ID, "epoch-label").text.startswith("epoch 1 ")
+    assert pane("pred-surface") != surface_before
     assert iou() == pytest.approx(python_iou(run_dir, 2, 0, 4), abs=5e-4)
     epoch.send_keys(Keys.ARROW_RIGHT)
     assert iou() == pytest.approx(python_iou(run_dir, 2, 1, 4), abs=5e-4)

@@ -163,9 +163,10 @@ def test_figures_and_eval(tmp_path):
     assert eval_main([str(run), "--grid", "24", "--no-progress"]) == 0
     r = json.loads((run / "eval.json").read_text())
     assert len(r["per_shape"]) == 6
-    for key in ("novel_mse", "novel_iou", "novel_iou_box", "chamfer", "volume_iou"):
+    for key in ("novel_mse", "novel_iou", "novel_iou_box", "chamfer", "volume_iou", "novel_depth_error",
+                "novel_normal_error_box"):
         assert key in r
-    assert 0 <= r["volume_iou"] <= 1
+    assert 0 <= r["volume_iou"] <= 1 and r["novel_depth_error"] >= 0 and 0 <= r["novel_normal_error"] <= 180
 
 
 def test_shape_metrics_of_the_truth_are_perfect():
@@ -182,6 +183,23 @@ def test_shape_metrics_of_the_truth_are_perfect():
     shrunk = lambda z, p: ds.sdf(0, p[0])[None] + 0.1  # noqa: E731  (shape 0 is a sphere: radius - 0.1)
     m = shape_metrics(shrunk, torch.zeros(1), ds, 0, resolution=32)
     assert abs(m["chamfer"] - 0.1) < 0.02 and m["volume_iou"] < 0.9
+
+
+def test_surface_errors_of_the_truth_and_a_shifted_truth():
+    """The novel-view depth and normal errors: 0 for the analytic surface against itself; a sphere 0.1 smaller in
+    radius errs by at least 0.1 in depth on the rays both hit (the shift along a ray is at least the radial one, more
+    towards the rim), and in normals (a ray meets the smaller sphere at another angle, except through the centre)."""
+    from sdfsrn_fast.study.data import make_dataset
+    from sdfsrn_fast.study.views import surface_errors
+
+    ds = make_dataset(num_shapes=3, resolution=32)
+    depth, normal, hit = ds.surface_maps(0, ds.novel_azimuth[0], ds.novel_elevation[0], 32)
+    d_err, n_err = surface_errors(depth, normal, hit, depth, normal, hit)
+    assert (d_err == 0).all() and (n_err < 0.01).all()  # arccos of 1 - 1 ulp: a few thousandths of a degree
+    ds.sizes[0] -= 0.1  # shape 0 is a sphere
+    d2, n2, h2 = ds.surface_maps(0, ds.novel_azimuth[0], ds.novel_elevation[0], 32)
+    d_err, n_err = surface_errors(d2, n2, h2, depth, normal, hit)
+    assert ((d_err > 0.0999) & (d_err < 0.2)).all() and (n_err > 1).all()
 
 
 def test_view_aligned_ellipsoid_baseline():

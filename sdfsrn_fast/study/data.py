@@ -18,7 +18,7 @@ import torch
 
 from ..cameras import camera_frame, orbit_rays
 
-__all__ = ["FAMILIES", "ShapeDataset", "make_dataset", "load_dataset"]
+__all__ = ["FAMILIES", "ShapeDataset", "make_dataset", "load_dataset", "camera_light", "shading"]
 
 FAMILIES = ("sphere", "box", "ellipsoid")
 DEFAULT_DISTANCE = 2.5
@@ -83,6 +83,24 @@ class ShapeDataset:
         return _silhouettes(self.families[i], self.sizes[i].double(), self.rotations[i].double(),
                             torch.as_tensor(azimuth).reshape(-1), torch.as_tensor(elevation).reshape(-1),
                             self.distance, self.fov, resolution).float()
+
+    def surface_maps(self, i: int, azimuth, elevation, resolution: int):
+        """The exact surface of shape ``i`` from cameras at ``azimuth``, ``elevation`` [V] (the dataset's distance and
+        fov): ``(depth [V, res, res], normal [V, res, res, 3], hit [V, res, res] bool)``, depth the ray parameter of
+        the first intersection (the distance from the camera; 0 where no hit), normal the unit outward normal in
+        world coordinates (0 where no hit): what ``render(..., surface=True)`` predicts."""
+        az, el = torch.as_tensor(azimuth).reshape(-1), torch.as_tensor(elevation).reshape(-1)
+        size, rot = self.sizes[i].double(), self.rotations[i].double()
+        maps = [_surface_view(self.families[i], size, rot, float(a), float(e), self.distance, self.fov, resolution)
+                for a, e in zip(az, el)]
+        depth, normal, hit = (torch.stack([m[k] for m in maps]) for k in range(3))
+        return depth.float(), normal.float(), hit
+
+    def light(self, azimuth, elevation) -> torch.Tensor:
+        """The unit light directions [V, 3] of the training images' shading for cameras at these angles (fixed
+        relative to the camera: :func:`camera_light`)."""
+        return camera_light(torch.as_tensor(azimuth, dtype=torch.float64).reshape(-1),
+                            torch.as_tensor(elevation, dtype=torch.float64).reshape(-1), self.distance).float()
 
     def as_decoder(self, indices):
         """A callable ``(z, points[B, N, 3]) -> sdf[B, N]`` giving the analytic SDFs of shapes ``indices``
@@ -153,7 +171,8 @@ def _local_sdf(family: str, p: torch.Tensor, size: torch.Tensor) -> torch.Tensor
 
 
 def _intersect(family: str, o: torch.Tensor, d: torch.Tensor, size: torch.Tensor):
-    """First hit of rays (shape frame) with a shape: returns (hit [R] bool, normal [R, 3] in the shape frame)."""
+    """First hit of rays (shape frame) with a shape: returns (hit [R] bool, t [R], normal [R, 3] in the shape frame);
+    t and normal are meaningful where hit."""
     if family == "box":
         safe = torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
         t1, t2 = (-size - o) / safe, (size - o) / safe
@@ -163,7 +182,7 @@ def _intersect(family: str, o: torch.Tensor, d: torch.Tensor, size: torch.Tensor
         hit = (t_exit > t_enter) & (t_exit > 0)
         normal = torch.zeros_like(o)
         normal.scatter_(1, axis[:, None], -torch.sign(d.gather(1, axis[:, None])))
-        return hit, normal
+        return hit, t_enter, normal
     # sphere and ellipsoid: the unit sphere after scaling by 1 / size
     os_, ds = o / size, d / size
     a = (ds * ds).sum(-1)
@@ -174,7 +193,21 @@ def _intersect(family: str, o: torch.Tensor, d: torch.Tensor, size: torch.Tensor
     t = (-b - root) / a
     hit = (disc > 0) & ((-b + root) / a > 0)
     normal = torch.nn.functional.normalize((o + t[:, None] * d) / size**2, dim=-1)
-    return hit, normal
+    return hit, t, normal
+
+
+def camera_light(azimuth: torch.Tensor, elevation: torch.Tensor, distance: float) -> torch.Tensor:
+    """The training images' light: a unit direction [V, 3] towards the light, fixed relative to each camera (towards
+    the camera, up and to the left: the upper left of the image)."""
+    _, forward, right, up = camera_frame(azimuth, elevation, distance)
+    return torch.nn.functional.normalize(-forward + 0.6 * up - 0.5 * right, dim=-1)
+
+
+def shading(normal: torch.Tensor, hit: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+    """The training images' shading model, without the albedo: ``0.25 + 0.75 max(n . l, 0)`` (ambient plus
+    Lambertian diffuse) where ``hit``, 0 elsewhere; normal [..., 3] in world coordinates, light [3]."""
+    lambert = (normal @ light.to(normal.dtype)).clamp_min(0)
+    return torch.where(hit, 0.25 + 0.75 * lambert, torch.zeros_like(lambert))
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -192,19 +225,27 @@ def _silhouettes(family, size, rot, azimuth, elevation, distance, fov, resolutio
     return torch.stack(views) if views else torch.zeros(0, resolution, resolution, dtype=torch.float64)
 
 
+def _surface_view(family, size, rot, az, el, distance, fov, resolution):
+    """(depth [H, W], normal [H, W, 3] in world coordinates, hit [H, W]) of one shape from one camera, float64;
+    depth and normal 0 where no hit."""
+    o, d = orbit_rays(torch.tensor([az], dtype=torch.float64), el, distance, fov, resolution, resolution)
+    hit, t, normal_local = _intersect(family, o[0] @ rot, d[0] @ rot, size)
+    depth = torch.where(hit, t, torch.zeros_like(t))
+    normal = torch.where(hit[:, None], normal_local @ rot.T, torch.zeros_like(normal_local))
+    return depth.reshape(resolution, resolution), normal.reshape(resolution, resolution, 3), hit.reshape(
+        resolution, resolution)
+
+
 def _render_view(family, size, rot, albedo, az, el, distance, fov, resolution, shade: bool):
     """Exact silhouette [H, W] (and shaded image [3, H, W] if ``shade``) of one shape from one camera."""
     o, d = orbit_rays(torch.tensor([az], dtype=torch.float64), el, distance, fov, resolution, resolution)
     o, d = o[0] @ rot, d[0] @ rot  # into the shape frame
-    hit, normal_local = _intersect(family, o, d, size)
+    hit, _, normal_local = _intersect(family, o, d, size)
     sil = hit.to(torch.float64).reshape(resolution, resolution)
     if not shade:
         return sil, None
-    _, forward, right, up = camera_frame(torch.tensor([az], dtype=torch.float64), el, distance)
-    light = torch.nn.functional.normalize(-forward[0] + 0.6 * up[0] - 0.5 * right[0], dim=0)  # upper left
-    lambert = (normal_local @ rot.T @ light).clamp_min(0)
-    shading = torch.where(hit, 0.25 + 0.75 * lambert, torch.zeros_like(lambert))
-    image = albedo[:, None] * shading[None, :]
+    light = camera_light(torch.tensor([az], dtype=torch.float64), el, distance)[0]
+    image = albedo[:, None] * shading(normal_local @ rot.T, hit, light)[None, :]
     return sil, image.reshape(3, resolution, resolution)
 
 

@@ -1,5 +1,6 @@
-"""``sdfsrn-eval RUN_DIR``: novel-view silhouette MSE and IoU (64x64) per family and overall, and 3-D metrics the
-study did not have: the predicted surface is extracted with marching cubes (scikit-image) at each shape's
+"""``sdfsrn-eval RUN_DIR``: novel-view silhouette MSE and IoU (64x64) per family and overall, the novel views' depth
+error (mean absolute, on the pixels both prediction and truth hit) and normal error (mean angle, degrees), and 3-D
+metrics the study did not have: the predicted surface is extracted with marching cubes (scikit-image) at each shape's
 latent and compared with the analytic shape by Chamfer distance (between surface point sets) and volumetric IoU
 (on the grid). Writes ``eval.json`` into the run directory and prints a table.
 """
@@ -159,13 +160,16 @@ def mirror_union_iou(ds) -> dict:
 
 
 def _table(r: dict) -> str:
-    lines = [f"{'':<10} {'novel MSE':>10} {'novel IoU':>10} {'Chamfer':>9} {'vol IoU':>8}"]
+    lines = [f"{'':<10} {'novel MSE':>10} {'novel IoU':>10} {'depth err':>10} {'normal err':>11} {'Chamfer':>9} "
+             f"{'vol IoU':>8}"]
+    nan = float("nan")
     for fam in list(FAMILIES) + ["all"]:
         sfx = "" if fam == "all" else f"_{fam}"
         if f"novel_iou{sfx}" not in r:
             continue
         lines.append(f"{fam:<10} {r[f'novel_mse{sfx}']:>10.4f} {r[f'novel_iou{sfx}']:>10.3f} "
-                     f"{r.get(f'chamfer{sfx}', float('nan')):>9.4f} {r.get(f'volume_iou{sfx}', float('nan')):>8.3f}")
+                     f"{r.get(f'novel_depth_error{sfx}', nan):>10.4f} {r.get(f'novel_normal_error{sfx}', nan):>10.1f}d "
+                     f"{r.get(f'chamfer{sfx}', nan):>9.4f} {r.get(f'volume_iou{sfx}', nan):>8.3f}")
     return "\n".join(lines)
 
 

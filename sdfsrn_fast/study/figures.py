@@ -1,7 +1,8 @@
 """Figures of a training run, as PNG (matplotlib, Agg backend): what people would rather look at than read.
 
-- ``views_<family>.png``: for one shape of each family, the training view and the 6 novel angles, predicted
-  silhouettes (top row) over ground truth (bottom row);
+- ``views_<family>.png``: for one shape of each family, the training view and the 6 novel angles: predicted
+  silhouettes over the true ones, then the predicted surface shaded with the training images' light (its normals,
+  from ``render(..., surface=True)``) over the true surface shaded alike;
 - ``convergence.png``: training views, ground truth / prediction / difference;
 - ``curves.png``: training MSE, novel-view MSE and IoU over epochs.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .data import FAMILIES
-from .views import predict_silhouettes
+from .views import predict_silhouettes, predict_surfaces, shaded
 
 __all__ = ["make_figures", "plot_curves"]
 
@@ -63,20 +64,24 @@ def make_figures(out, encoder, decoder, ds, cfg, device, history) -> list:
         i = ds.families.index(fam)
         az = torch.cat([ds.azimuth[i : i + 1], ds.novel_azimuth[i]])[None]
         el = torch.cat([ds.elevation[i : i + 1], ds.novel_elevation[i]])[None]
-        pred = predict_silhouettes(encoder, decoder, ds, [i], az, el, cfg, device)[0]
+        pred, _, normal, hit = predict_surfaces(encoder, decoder, ds, [i], az, el, cfg, device)
         gt = torch.cat([ds.silhouettes[i : i + 1], ds.novel_silhouettes[i]])
-        V = pred.shape[0]
-        fig, axes = plt.subplots(2, V, figsize=(1.6 * V, 3.6), squeeze=False)
+        _, true_normal, true_hit = ds.surface_maps(i, az[0], el[0], pred.shape[-1])
+        rows = (pred[0], gt, shaded(ds, normal, hit, az, el)[0],
+                shaded(ds, true_normal[None], true_hit[None], az, el)[0])
+        V = pred.shape[1]
+        fig, axes = plt.subplots(4, V, figsize=(1.6 * V, 7.0), squeeze=False)
         for v in range(V):
-            for row, img in enumerate((pred[v], gt[v])):
+            for row, images in enumerate(rows):
                 ax = axes[row, v]
-                ax.imshow(img.numpy(), cmap="gray", vmin=0, vmax=1)
+                ax.imshow(images[v].numpy(), cmap="gray", vmin=0, vmax=1)
                 ax.set_xticks([])
                 ax.set_yticks([])
             axes[0, v].set_title("train view" if v == 0 else f"novel {v}", fontsize=8)
-        axes[0, 0].set_ylabel("predicted")
-        axes[1, 0].set_ylabel("ground truth")
-        fig.suptitle(f"{fam} (shape {i}): training view and 6 novel angles", fontsize=10)
+        for row, name in enumerate(("predicted", "ground truth", "predicted surface", "true surface")):
+            axes[row, 0].set_ylabel(name, fontsize=8)
+        fig.suptitle(f"{fam} (shape {i}): training view and 6 novel angles; silhouettes, then surfaces shaded with "
+                     "the training light", fontsize=9)
         fig.tight_layout()
         path = out / f"views_{fam}.png"
         fig.savefig(path, dpi=110)

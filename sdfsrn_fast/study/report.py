@@ -1,10 +1,10 @@
 """``sdfsrn-report RUN_DIR [--out FILE]``: the study's interactive page for a run, as one self-contained HTML file
 (no server, no network: images and data embedded).
 
-Pick a shape and an epoch; the left pane is the single training view the network saw, the middle pane the
-predicted silhouette from a novel angle (a slider around the training camera), the right pane the true silhouette
-from there, with the IoU of prediction against truth computed in the page; below, the training loss and novel-view
-IoU curves. Data: the run's ``snapshots.npz`` (:mod:`.snapshots`) and ``metrics.jsonl``; a run trained before
+Pick a shape and an epoch; the first pane is the single training view the network saw, then the predicted and
+the true silhouette from a novel angle (a slider around the training camera), with the IoU of prediction against
+truth computed in the page, and the predicted and the true surface from there, shaded with the training images'
+light; below, the training loss and novel-view IoU curves. Data: the run's ``snapshots.npz`` (:mod:`.snapshots`) and ``metrics.jsonl``; a run trained before
 snapshots existed gets one epoch, its last, rendered from its checkpoint.
 """
 
@@ -49,7 +49,8 @@ def _snapshots_from_checkpoint(run_dir: Path) -> snapshots.Snapshots:
     ds = load_data(cfg)
     snaps = snapshots.plan(ds)
     snaps.epochs = np.array([ckpt["epoch"]])
-    snaps.pred = snapshots.predict(encoder, decoder, ds, snaps, cfg, torch.device("cpu"))[None]
+    sil, grey = snapshots.predict(encoder, decoder, ds, snaps, cfg, torch.device("cpu"))
+    snaps.pred, snaps.pred_shaded = sil[None], grey[None]
     return snaps
 
 
@@ -73,6 +74,7 @@ def page_data(run_dir) -> dict:
         ring_degrees=[round(360.0 * v / V, 1) for v in range(V)],
         elevation_degrees=[round(math.degrees(float(e)), 1) for e in snaps.elevation[:, 0]],
         epochs=[int(e) for e in snaps.epochs], truth=b64(snaps.truth), pred=b64(snaps.pred),
+        truth_shaded=b64(snaps.truth_shaded), pred_shaded=b64(snaps.pred_shaded),
         bytes_per_view=int(snaps.truth.shape[-1]), images=[_png(im) for im in snaps.images],
         curves=[dict(epoch=r["epoch"], train_mse=r["train_mse"], novel_iou=r.get("novel_iou")) for r in metrics])
 
@@ -104,6 +106,8 @@ training camera (sliders: arrow keys, Home, End). <span id="meta"></span></p>
 <figure><canvas id="pred"></canvas><figcaption>predicted silhouette, IoU with the truth
 <span class="iou" id="iou">-</span></figcaption></figure>
 <figure><canvas id="truth"></canvas><figcaption>true silhouette</figcaption></figure>
+<figure><canvas id="pred-surface"></canvas><figcaption>predicted surface, shaded</figcaption></figure>
+<figure><canvas id="truth-surface"></canvas><figcaption>true surface, shaded</figcaption></figure>
 </div>
 <h2>Training</h2>
 <svg id="curves" width="720" height="240" role="img" aria-label="training loss and novel-view IoU by epoch"></svg>
@@ -112,7 +116,8 @@ training camera (sliders: arrow keys, Home, End). <span id="meta"></span></p>
 "use strict";
 const D = JSON.parse(document.getElementById("data").textContent);
 const bytes = s => Uint8Array.from(atob(s), c => c.charCodeAt(0));
-const TRUTH = bytes(D.truth), PRED = bytes(D.pred);
+const TRUTH = bytes(D.truth), PRED = bytes(D.pred), TRUTH_GREY = bytes(D.truth_shaded),
+      PRED_GREY = bytes(D.pred_shaded);
 const R = D.resolution, V = D.views, S = D.shapes.length, NB = D.bytes_per_view;
 const shapeSel = document.getElementById("shape"), epochIn = document.getElementById("epoch"),
       angleIn = document.getElementById("angle");
@@ -126,10 +131,15 @@ function bits(arr, offset) {  // R*R 0/1 values of one view, from packed bits (m
   for (let i = 0; i < R * R; i++) out[i] = (arr[offset + (i >> 3)] >> (7 - (i & 7))) & 1;
   return out;
 }
-function draw(canvas, b) {
+function grey(arr, offset) {  // R*R grey levels 0..255 of one view, from 4-bit pairs (first in the high nibble)
+  const out = new Uint8Array(R * R);
+  for (let i = 0; i < R * R; i++) out[i] = 17 * ((arr[offset + (i >> 1)] >> (i & 1 ? 0 : 4)) & 15);
+  return out;
+}
+function draw(canvas, b, scale) {
   canvas.width = R; canvas.height = R;
   const ctx = canvas.getContext("2d"), img = ctx.createImageData(R, R);
-  for (let i = 0; i < R * R; i++) { const v = b[i] ? 255 : 0;
+  for (let i = 0; i < R * R; i++) { const v = b[i] * scale;
     img.data.set([v, v, v, 255], 4 * i); }
   ctx.putImageData(img, 0, 0);
 }
@@ -141,8 +151,11 @@ function iou(a, b) {
 function update() {
   const s = +shapeSel.value, e = +epochIn.value, v = +angleIn.value;
   const truth = bits(TRUTH, (s * V + v) * NB), pred = bits(PRED, ((e * S + s) * V + v) * NB);
-  draw(document.getElementById("truth"), truth);
-  draw(document.getElementById("pred"), pred);
+  draw(document.getElementById("truth"), truth, 255);
+  draw(document.getElementById("pred"), pred, 255);
+  const NG = R * R / 2;
+  draw(document.getElementById("truth-surface"), grey(TRUTH_GREY, (s * V + v) * NG), 1);
+  draw(document.getElementById("pred-surface"), grey(PRED_GREY, ((e * S + s) * V + v) * NG), 1);
   document.getElementById("train-view").src = "data:image/png;base64," + D.images[s];
   const epochText = "epoch " + D.epochs[e] + (D.epochs_total ? " of " + D.epochs_total : "");
   document.getElementById("epoch-label").textContent = epochText;
