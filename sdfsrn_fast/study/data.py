@@ -40,6 +40,9 @@ class ShapeDataset:
         rotations: [N, 3, 3] shape frame to world (``p_world = rotations[i] @ p_local``).
         albedo: [N, 3] colour of each shape.
         seed: the seed it was made from.
+        lights: [N, 3] unit direction towards the light of each training image (fixed relative to its camera:
+            :func:`camera_light`); with ``ambient`` and ``diffuse``, the images' shading model (:func:`shading`):
+            part of the rendering setup, like the cameras. Files written before it are given the same.
     """
 
     images: torch.Tensor
@@ -56,6 +59,13 @@ class ShapeDataset:
     rotations: torch.Tensor
     albedo: torch.Tensor
     seed: int
+    lights: torch.Tensor = None
+    ambient: float = 0.25
+    diffuse: float = 0.75
+
+    def __post_init__(self):
+        if self.lights is None:
+            self.lights = self.light(self.azimuth, self.elevation)
 
     def __len__(self) -> int:
         return len(self.families)
@@ -98,7 +108,7 @@ class ShapeDataset:
 
     def light(self, azimuth, elevation) -> torch.Tensor:
         """The unit light directions [V, 3] of the training images' shading for cameras at these angles (fixed
-        relative to the camera: :func:`camera_light`)."""
+        relative to the camera: :func:`camera_light`); ``lights`` holds the training views'."""
         return camera_light(torch.as_tensor(azimuth, dtype=torch.float64).reshape(-1),
                             torch.as_tensor(elevation, dtype=torch.float64).reshape(-1), self.distance).float()
 
@@ -142,15 +152,18 @@ def load_dataset(path) -> ShapeDataset:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise ValueError(f"dataset file {path} is corrupt or not a .npz: {err}") from None
-    missing = [f.name for f in fields(ShapeDataset) if f.name not in arrays]
+    optional = ("lights", "ambient", "diffuse")  # files from before they were stored: the same values, made here
+    missing = [f.name for f in fields(ShapeDataset) if f.name not in arrays and f.name not in optional]
     if missing:
         raise ValueError(f"dataset file {path} lacks {missing}: not written by ShapeDataset.save")
     values = {}
     for f in fields(ShapeDataset):
+        if f.name not in arrays:
+            continue
         a = arrays[f.name]
         if f.name == "families":
             values[f.name] = [str(x) for x in a]
-        elif f.name in ("distance", "fov"):
+        elif f.name in ("distance", "fov", "ambient", "diffuse"):
             values[f.name] = float(a)
         elif f.name == "seed":
             values[f.name] = int(a)
@@ -203,11 +216,13 @@ def camera_light(azimuth: torch.Tensor, elevation: torch.Tensor, distance: float
     return torch.nn.functional.normalize(-forward + 0.6 * up - 0.5 * right, dim=-1)
 
 
-def shading(normal: torch.Tensor, hit: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
-    """The training images' shading model, without the albedo: ``0.25 + 0.75 max(n . l, 0)`` (ambient plus
-    Lambertian diffuse) where ``hit``, 0 elsewhere; normal [..., 3] in world coordinates, light [3]."""
-    lambert = (normal @ light.to(normal.dtype)).clamp_min(0)
-    return torch.where(hit, 0.25 + 0.75 * lambert, torch.zeros_like(lambert))
+def shading(normal: torch.Tensor, hit: torch.Tensor, light: torch.Tensor, ambient: float = 0.25,
+            diffuse: float = 0.75) -> torch.Tensor:
+    """The training images' shading model, without the albedo: ``ambient + diffuse max(n . l, 0)`` (Lambertian)
+    where ``hit``, 0 elsewhere; normal [..., 3] in world coordinates, light [3] (or [..., 3], broadcasting)."""
+    light = light.to(normal.dtype)
+    lambert = (normal @ light if light.dim() == 1 else (normal * light).sum(-1)).clamp_min(0)
+    return torch.where(hit, ambient + diffuse * lambert, torch.zeros_like(lambert))
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:

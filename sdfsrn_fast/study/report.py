@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import snapshots
-from .config import TrainError
+from .config import TrainError, supervision
 
 __all__ = ["page_data", "write_report", "main"]
 
@@ -69,6 +69,7 @@ def page_data(run_dir) -> dict:
     b64 = lambda a: base64.b64encode(np.ascontiguousarray(a, dtype=np.uint8).tobytes()).decode()  # noqa: E731
     return dict(
         run=str(run_dir.resolve().name), preset=config.get("preset"), precision=config.get("precision"),
+        supervision=supervision(config.get("shading_weight", 0.0)),
         epochs_total=config.get("epochs"), resolution=snaps.resolution, views=V,
         shapes=[dict(index=int(i), family=f) for i, f in zip(snaps.shapes, snaps.families)],
         ring_degrees=[round(360.0 * v / V, 1) for v in range(V)],
@@ -124,7 +125,8 @@ const shapeSel = document.getElementById("shape"), epochIn = document.getElement
 D.shapes.forEach((s, k) => { const o = document.createElement("option"); o.value = k;
   o.textContent = s.family + " (shape " + s.index + ")"; shapeSel.appendChild(o); });
 epochIn.max = D.epochs.length - 1; epochIn.value = D.epochs.length - 1; angleIn.max = V - 1; angleIn.value = 1;
-document.getElementById("meta").textContent = "Preset " + D.preset + ", precision " + D.precision + ", "
+document.getElementById("meta").textContent = "Preset " + D.preset + " (" + D.supervision + "), precision "
+  + D.precision + ", "
   + D.epochs.length + " snapshot(s), " + R + "x" + R + " silhouettes.";
 function bits(arr, offset) {  // R*R 0/1 values of one view, from packed bits (most significant first)
   const out = new Uint8Array(R * R);

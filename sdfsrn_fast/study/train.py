@@ -31,7 +31,7 @@ from ..cameras import camera_frame
 from ..models import SDFDecoder
 from .config import (RESUME_FIELDS, Config, PRESETS, TrainError, autocast_dtype, check_config, preset_config,
                      resolve_device, resolve_precision)
-from .data import FAMILIES, ShapeDataset
+from .data import FAMILIES, ShapeDataset, shading
 from .priors import ball_points, eikonal, symmetry_losses, view_mirrors
 from .runs import build_encoder, check_encoder, load_data, read_checkpoint, save_atomic
 from . import snapshots
@@ -90,6 +90,7 @@ class _Run:
     images: torch.Tensor
     rays: tuple  # (origins, directions, near, far, valid) of every shape's training view
     targets: torch.Tensor
+    colors: Optional[torch.Tensor]  # [N, R, 3] the training images at the rays' pixels (shading runs only)
     mirrors: torch.Tensor  # [N, 3, 3] reflections across the planes facing the training cameras
     amp_dtype: Optional[torch.dtype]  # mixed precision: the model runs under torch.autocast in this dtype
     encoder: torch.nn.Module
@@ -122,8 +123,12 @@ def _setup(cfg: Config, encoder, resume: bool, overwrite: bool) -> _Run:
     decoder = SDFDecoder(cfg.latent, cfg.hidden, cfg.activation, cfg.softplus_beta, geometric_init=True,
                          init_radius=cfg.init_radius).to(device)
     params = list(encoder.parameters()) + list(decoder.parameters())
+    if cfg.shading_weight > 0 and cfg.rays != ds.resolution:
+        raise TrainError(f"--shading-weight compares rays with the training images' pixels: --rays must be the "
+                         f"images' resolution, {ds.resolution}, got {cfg.rays}")
+    colors = ds.images.flatten(2).transpose(1, 2).to(device) if cfg.shading_weight > 0 else None
     run = _Run(cfg, out, rank, world, device, ds, images, camera_rays(ds, ds.azimuth, ds.elevation, cfg.rays, device),
-               training_targets(ds, cfg.rays).to(device),
+               training_targets(ds, cfg.rays).to(device), colors,
                view_mirrors(camera_frame(ds.azimuth, ds.elevation, ds.distance)[0]).to(device),
                autocast_dtype(cfg, device), encoder, decoder, params, torch.optim.Adam(params, lr=cfg.lr))
     run.scaler = torch.amp.GradScaler(device.type, enabled=run.amp_dtype == torch.float16)
@@ -207,23 +212,41 @@ def _batches(cfg: Config, n: int, epoch: int, rank: int, world: int):
     return out, g
 
 
-def _step_rays(cfg: Config, rays, targets, idx, g: torch.Generator):
-    """The rays (origins, directions, near, far, valid) and targets of shapes ``idx`` for one step: all of each
-    image's rays, or ``cfg.rays_per_step`` of them drawn at random (fine pixels at the cost of coarse ones)."""
+def _step_rays(cfg: Config, rays, targets, idx, g: torch.Generator, colors=None):
+    """The rays (origins, directions, near, far, valid), targets and (if given) pixel colours of shapes ``idx`` for
+    one step: all of each image's rays, or ``cfg.rays_per_step`` of them drawn at random (fine pixels at the cost
+    of coarse ones)."""
     rays, target = [t[idx] for t in rays], targets[idx]
+    colors = None if colors is None else colors[idx]
     R = target.shape[1]
     if cfg.rays_per_step <= 0 or cfg.rays_per_step >= R:
-        return rays, target
+        return rays, target, colors
     pick = torch.rand(len(idx), R, generator=g).argsort(dim=1)[:, : cfg.rays_per_step].to(target.device)
     take = lambda t: t.gather(1, pick if t.dim() == 2 else pick[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
-    return [take(t) for t in rays], take(target)
+    return [take(t) for t in rays], take(target), None if colors is None else take(colors)
+
+
+def shading_loss(out, target: torch.Tensor, colors: torch.Tensor, lights: torch.Tensor, ambient: float,
+                 diffuse: float) -> torch.Tensor:
+    """The shading cue: the predicted surface (``out``, :class:`~sdfsrn_fast.RenderOutput` [B, n]) shaded with the
+    training images' light ``lights`` [B, 3] and shading model, times a per-image albedo, against the images'
+    colours [B, n, 3], on the rays that both the prediction and the true silhouette ``target`` [B, n] cover: the
+    squared error summed over RGB, averaged over those rays. The albedo [B, 3] is the least-squares fit of the
+    image to the predicted shading on those rays, without gradient (estimated from the image, never read from the
+    dataset)."""
+    mask = out.hit & (target > 0.5)
+    s = shading(out.normal, mask, lights[:, None, :], ambient, diffuse)  # [B, n], 0 off the mask
+    with torch.no_grad():
+        albedo = (s[..., None] * colors).sum(1) / (s * s).sum(1).clamp_min(1e-6)[:, None]
+    err = ((albedo[:, None, :] * s[..., None] - colors) ** 2).sum(-1)
+    return torch.where(mask, err, 0).sum() / mask.sum().clamp_min(1)
 
 
 def _step(run: _Run, idx: torch.Tensor, g: torch.Generator, epoch: int, tau: float) -> list:
-    """One optimisation step on shapes ``idx``; returns the loss terms [mse, eikonal, mirror, central]. With a
-    mixed precision the encoder, the renderer and the regularisers run under ``torch.autocast``."""
+    """One optimisation step on shapes ``idx``; returns the loss terms [mse, eikonal, mirror, central, shading].
+    With a mixed precision the encoder, the renderer and the regularisers run under ``torch.autocast``."""
     with torch.autocast(run.device.type, dtype=run.amp_dtype or torch.bfloat16, enabled=run.amp_dtype is not None):
-        terms, loss = _losses(run, idx, g, tau)
+        terms, loss = _losses(run, idx, g, tau, run.cfg.shading_weight > 0 and epoch >= run.cfg.shading_from)
     if not torch.isfinite(loss):
         raise TrainError(f"loss became {loss.item()} at epoch {epoch}")
     run.opt.zero_grad(set_to_none=True)
@@ -235,18 +258,24 @@ def _step(run: _Run, idx: torch.Tensor, g: torch.Generator, epoch: int, tau: flo
     return [t.item() for t in terms]
 
 
-def _losses(run: _Run, idx: torch.Tensor, g: torch.Generator, tau: float):
-    """The loss terms [mse, eikonal, mirror, central] of one step and their weighted sum."""
+def _losses(run: _Run, idx: torch.Tensor, g: torch.Generator, tau: float, shade: bool = False):
+    """The loss terms [mse, eikonal, mirror, central, shading] of one step and their weighted sum; ``shade``: with
+    the shading term (the render then gives the surface too)."""
     cfg, device, decoder = run.cfg, run.device, run.decoder
     idx_d = idx.to(device)
     z = run.encoder(run.images[idx_d])
-    batch_rays, target = _step_rays(cfg, run.rays, run.targets, idx_d, g)
+    batch_rays, target, colors = _step_rays(cfg, run.rays, run.targets, idx_d, g, run.colors)
     jitter = (torch.rand(target.shape, generator=g) - 0.5).to(device) if cfg.jitter else None
-    sil = render(decoder, z, *batch_rays, num_samples=cfg.samples, tau=tau, tau_min=tau * cfg.tau_min_ratio,
-                 grad_eps=cfg.grad_eps, jitter=jitter, backend=cfg.backend)
+    out = render(decoder, z, *batch_rays, num_samples=cfg.samples, tau=tau, tau_min=tau * cfg.tau_min_ratio,
+                 grad_eps=cfg.grad_eps, jitter=jitter, backend=cfg.backend, surface=shade)
+    sil = out.silhouette if shade else out
     mse = ((sil - target) ** 2).mean()
     loss = mse
-    eik, mirror, central = (torch.zeros((), device=device) for _ in range(3))
+    eik, mirror, central, shade_term = (torch.zeros((), device=device) for _ in range(4))
+    if shade:
+        shade_term = shading_loss(out, target, colors, run.ds.lights.to(device)[idx_d], run.ds.ambient,
+                                  run.ds.diffuse)
+        loss = loss + cfg.shading_weight * shade_term
     if cfg.eikonal_weight > 0:
         eik = eikonal(decoder, z, cfg.eikonal_points, g, device)
         loss = loss + cfg.eikonal_weight * eik
@@ -254,7 +283,7 @@ def _losses(run: _Run, idx: torch.Tensor, g: torch.Generator, tau: float):
         points = ball_points(len(idx), cfg.eikonal_points, g, device)
         mirror, central = symmetry_losses(decoder, z, points, [run.mirrors[idx_d], -torch.eye(3, device=device)])
         loss = loss + cfg.mirror_weight * mirror + cfg.central_weight * central
-    return [mse, eik, mirror, central], loss
+    return [mse, eik, mirror, central, shade_term], loss
 
 
 def _train_epoch(run: _Run, epoch: int) -> dict:
@@ -264,7 +293,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
     for group in run.opt.param_groups:
         group["lr"] = lr_at(cfg, epoch)
     batches, g = _batches(cfg, len(run.ds), epoch, run.rank, run.world)
-    loss_sum, count = torch.zeros(4, dtype=torch.float64), 0
+    loss_sum, count = torch.zeros(5, dtype=torch.float64), 0
     for idx in batches:
         loss_sum += torch.tensor(_step(run, idx, g, epoch, tau), dtype=torch.float64) * len(idx)
         count += len(idx)
@@ -273,9 +302,9 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
         import torch.distributed as dist
 
         dist.all_reduce(stats)
-    mean = (stats[:4] / stats[4]).tolist()
+    mean = (stats[:5] / stats[5]).tolist()
     return {"epoch": epoch + 1, "train_mse": mean[0], "eikonal": mean[1], "mirror": mean[2], "central": mean[3],
-            "tau": tau, "lr": lr_at(cfg, epoch), "epoch_time": None}
+            "shading": mean[4], "tau": tau, "lr": lr_at(cfg, epoch), "epoch_time": None}
 
 
 # -------------------------------------------------------------------------- evaluation and checkpoints
