@@ -349,10 +349,33 @@ def test_shading_run_trains_and_logs_its_term(tmp_path):
     """``--shading-weight`` with a silhouette-only start: the shading term is 0 before ``--shading-from`` and
     positive after; the run is labelled by its config and resumes."""
     run = tmp_path / "run"
-    cfg = tiny(run, epochs=4, shading_weight=1.0, shading_from=2, activation="softplus", rays=64, rays_per_step=100)
+    cfg = tiny(run, epochs=4, shading_weight=1.0, shading_from=2, shading_margin=1, activation="softplus", rays=64,
+               rays_per_step=100)
     train(cfg, progress=False)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["shading"] > 0 for r in rows] == [False, False, True, True]
     assert json.loads((run / "config.json").read_text())["shading_weight"] == 1.0
     with pytest.raises(TrainError, match="--rays must be"):
         train(tiny(tmp_path / "other", shading_weight=1.0, rays=16), progress=False)
+
+
+def test_interior_pixels_leave_out_the_contour():
+    """``shading_margin`` m keeps the silhouette pixels whose (2m + 1)-square lies inside: a 6x6 square in an
+    8x8 image keeps its 4x4 core at m = 1, all of itself at m = 0; and the shading loss then ignores the rest."""
+    sil = torch.zeros(1, 8, 8)
+    sil[0, 1:7, 1:7] = 1
+    targets = sil.reshape(1, -1)
+    assert torch.equal(train_mod.interior_pixels(targets, 8, 0), targets > 0.5)
+    core = torch.zeros(1, 8, 8, dtype=torch.bool)
+    core[0, 2:6, 2:6] = True
+    assert torch.equal(train_mod.interior_pixels(targets, 8, 1), core.reshape(1, -1))
+    from sdfsrn_fast import RenderOutput
+
+    normal = torch.tensor([0.0, 0.0, 1.0]).expand(1, 64, 3)
+    colors = torch.full((1, 64, 3), 0.5)
+    colors.view(1, 8, 8, 3)[0, 1, 1:7] = 0.9  # the contour's top row is off; the core is flat
+    out = RenderOutput(targets, torch.ones(1, 64), normal, targets > 0.5)
+    light = torch.tensor([[0.0, 0.0, 1.0]])
+    assert train_mod.shading_loss(out, targets, colors, light, 0.25, 0.75) > 1e-3
+    assert train_mod.shading_loss(out, targets, colors, light, 0.25, 0.75,
+                                  train_mod.interior_pixels(targets, 8, 1)) < 1e-10

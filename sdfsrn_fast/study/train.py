@@ -91,6 +91,7 @@ class _Run:
     rays: tuple  # (origins, directions, near, far, valid) of every shape's training view
     targets: torch.Tensor
     colors: Optional[torch.Tensor]  # [N, R, 3] the training images at the rays' pixels (shading runs only)
+    interior: Optional[torch.Tensor]  # [N, R] bool: pixels shading_margin or more inside the true silhouette
     mirrors: torch.Tensor  # [N, 3, 3] reflections across the planes facing the training cameras
     amp_dtype: Optional[torch.dtype]  # mixed precision: the model runs under torch.autocast in this dtype
     encoder: torch.nn.Module
@@ -127,8 +128,10 @@ def _setup(cfg: Config, encoder, resume: bool, overwrite: bool) -> _Run:
         raise TrainError(f"--shading-weight compares rays with the training images' pixels: --rays must be the "
                          f"images' resolution, {ds.resolution}, got {cfg.rays}")
     colors = ds.images.flatten(2).transpose(1, 2).to(device) if cfg.shading_weight > 0 else None
+    targets = training_targets(ds, cfg.rays).to(device)
+    interior = interior_pixels(targets, cfg.rays, cfg.shading_margin) if cfg.shading_weight > 0 else None
     run = _Run(cfg, out, rank, world, device, ds, images, camera_rays(ds, ds.azimuth, ds.elevation, cfg.rays, device),
-               training_targets(ds, cfg.rays).to(device), colors,
+               targets, colors, interior,
                view_mirrors(camera_frame(ds.azimuth, ds.elevation, ds.distance)[0]).to(device),
                autocast_dtype(cfg, device), encoder, decoder, params, torch.optim.Adam(params, lr=cfg.lr))
     run.scaler = torch.amp.GradScaler(device.type, enabled=run.amp_dtype == torch.float16)
@@ -212,29 +215,37 @@ def _batches(cfg: Config, n: int, epoch: int, rank: int, world: int):
     return out, g
 
 
-def _step_rays(cfg: Config, rays, targets, idx, g: torch.Generator, colors=None):
-    """The rays (origins, directions, near, far, valid), targets and (if given) pixel colours of shapes ``idx`` for
-    one step: all of each image's rays, or ``cfg.rays_per_step`` of them drawn at random (fine pixels at the cost
-    of coarse ones)."""
+def interior_pixels(targets: torch.Tensor, resolution: int, margin: int) -> torch.Tensor:
+    """[N, R] bool: the pixels of the silhouettes ``targets`` [N, R] whose (2 margin + 1)-pixel square lies inside."""
+    sil = (targets > 0.5).float().reshape(-1, 1, resolution, resolution)
+    if margin > 0:
+        sil = -torch.nn.functional.max_pool2d(-sil, 2 * margin + 1, stride=1, padding=margin)
+    return sil.reshape(targets.shape) > 0.5
+
+
+def _step_rays(cfg: Config, rays, targets, idx, g: torch.Generator, extras=()):
+    """The rays (origins, directions, near, far, valid), targets and per-ray ``extras`` ([N, R] or [N, R, C]
+    tensors, or None) of shapes ``idx`` for one step: all of each image's rays, or ``cfg.rays_per_step`` of them
+    drawn at random (fine pixels at the cost of coarse ones)."""
     rays, target = [t[idx] for t in rays], targets[idx]
-    colors = None if colors is None else colors[idx]
+    extras = [None if t is None else t[idx] for t in extras]
     R = target.shape[1]
     if cfg.rays_per_step <= 0 or cfg.rays_per_step >= R:
-        return rays, target, colors
+        return rays, target, extras
     pick = torch.rand(len(idx), R, generator=g).argsort(dim=1)[:, : cfg.rays_per_step].to(target.device)
     take = lambda t: t.gather(1, pick if t.dim() == 2 else pick[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
-    return [take(t) for t in rays], take(target), None if colors is None else take(colors)
+    return [take(t) for t in rays], take(target), [None if t is None else take(t) for t in extras]
 
 
 def shading_loss(out, target: torch.Tensor, colors: torch.Tensor, lights: torch.Tensor, ambient: float,
-                 diffuse: float) -> torch.Tensor:
+                 diffuse: float, interior: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The shading cue: the predicted surface (``out``, :class:`~sdfsrn_fast.RenderOutput` [B, n]) shaded with the
     training images' light ``lights`` [B, 3] and shading model, times a per-image albedo, against the images'
     colours [B, n, 3], on the rays that both the prediction and the true silhouette ``target`` [B, n] cover: the
     squared error summed over RGB, averaged over those rays. The albedo [B, 3] is the least-squares fit of the
     image to the predicted shading on those rays, without gradient (estimated from the image, never read from the
-    dataset)."""
-    mask = out.hit & (target > 0.5)
+    dataset). ``interior`` [B, n] bool: the rays the loss may use (default all inside the true silhouette)."""
+    mask = out.hit & (target > 0.5 if interior is None else interior)
     s = shading(out.normal, mask, lights[:, None, :], ambient, diffuse)  # [B, n], 0 off the mask
     with torch.no_grad():
         albedo = (s[..., None] * colors).sum(1) / (s * s).sum(1).clamp_min(1e-6)[:, None]
@@ -264,7 +275,9 @@ def _losses(run: _Run, idx: torch.Tensor, g: torch.Generator, tau: float, shade:
     cfg, device, decoder = run.cfg, run.device, run.decoder
     idx_d = idx.to(device)
     z = run.encoder(run.images[idx_d])
-    batch_rays, target, colors = _step_rays(cfg, run.rays, run.targets, idx_d, g, run.colors)
+    batch_rays, target, (colors, interior) = _step_rays(cfg, run.rays, run.targets, idx_d, g,
+                                                          (run.colors, run.interior))
+    lights = run.ds.lights.to(device)[idx_d]
     jitter = (torch.rand(target.shape, generator=g) - 0.5).to(device) if cfg.jitter else None
     out = render(decoder, z, *batch_rays, num_samples=cfg.samples, tau=tau, tau_min=tau * cfg.tau_min_ratio,
                  grad_eps=cfg.grad_eps, jitter=jitter, backend=cfg.backend, surface=shade)
@@ -273,8 +286,7 @@ def _losses(run: _Run, idx: torch.Tensor, g: torch.Generator, tau: float, shade:
     loss = mse
     eik, mirror, central, shade_term = (torch.zeros((), device=device) for _ in range(4))
     if shade:
-        shade_term = shading_loss(out, target, colors, run.ds.lights.to(device)[idx_d], run.ds.ambient,
-                                  run.ds.diffuse)
+        shade_term = shading_loss(out, target, colors, lights, run.ds.ambient, run.ds.diffuse, interior)
         loss = loss + cfg.shading_weight * shade_term
     if cfg.eikonal_weight > 0:
         eik = eikonal(decoder, z, cfg.eikonal_points, g, device)
