@@ -78,7 +78,7 @@ def test_rays_per_step_draws_matching_rays_and_targets():
             torch.ones(2, R, dtype=torch.bool)]
     g = torch.Generator().manual_seed(0)
     colors = ray_id[..., None].expand(-1, -1, 3) * 2
-    (o, d, near, far, valid), target, c = train_mod._step_rays(cfg, rays, ray_id, torch.tensor([1, 0]), g, colors)
+    (o, d, near, far, valid), target, (c,) = train_mod._step_rays(cfg, rays, ray_id, torch.tensor([1, 0]), g, (colors,))
     assert target.shape == (2, 5) and o.shape == (2, 5, 3) and valid.shape == (2, 5)
     assert torch.equal(o[..., 0], target) and torch.equal(d[..., 2], target) and torch.equal(far, target + 1)
     assert torch.equal(c[..., 1], 2 * target)  # each ray's pixel colour comes with it
