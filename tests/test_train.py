@@ -69,6 +69,32 @@ def test_symmetry_losses_vanish_exactly_for_symmetric_shapes():
     assert 0.005 < near < far
 
 
+def test_curvature_prior_closed_form_plane_sphere_lens():
+    """A plane's normals never turn (0); a ball of radius r near its surface: E |grad f(p) - grad f(p + e u)|^2 =
+    (2/3) e^2 / r^2 to first order; a lens (two balls intersected, the shape one view leaves open) turns more."""
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    z = torch.zeros(1, 1)
+    plane = priors.curvature(lambda z, p: p[..., 2] - 0.1, z, 4000, g(), "cpu")
+    assert plane.item() < 1e-10
+    r, e = 0.4, 0.02
+    sphere = priors.curvature(lambda z, p: p.norm(dim=-1) - r, z, 20000, g(), "cpu", step=e).item()
+    assert abs(sphere - 2 / 3 * e**2 / r**2) < 0.15 * sphere
+
+    def lens(z, p):
+        shift = torch.tensor([0.0, 0.0, 0.1])
+        return torch.maximum((p - shift).norm(dim=-1), (p + shift).norm(dim=-1)) - r
+
+    assert priors.curvature(lens, z, 20000, g(), "cpu", step=e).item() > 1.5 * sphere
+
+
+def test_curvature_weight_trains_and_logs(tmp_path):
+    train(tiny(tmp_path / "run", epochs=2, curvature_weight=1.0), progress=False)
+    rows = metrics(tmp_path / "run")
+    assert all(r["curvature"] > 0 for r in rows)
+    train(tiny(tmp_path / "off", epochs=1), progress=False)
+    assert metrics(tmp_path / "off")[0]["curvature"] == 0
+
+
 def test_rays_per_step_draws_matching_rays_and_targets():
     """A random subset of each image's rays, every ray with its own target, different per shape and per step."""
     cfg = tiny("unused", rays=8, rays_per_step=5)

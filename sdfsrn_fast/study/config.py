@@ -52,6 +52,9 @@ class Config:
     shading_weight: float = 0.0
     shading_from: int = 0
     shading_margin: int = 0  # pixels next to the true contour (within this many) left out of the shading loss
+    # How fast the normals turn near the surface (priors.curvature): against the lens-shaped and extruded shapes that
+    # one view, its shading and central symmetry allow (docs/results.md, the shading track).
+    curvature_weight: float = 0.0
     fit_sphere_steps: int = 200
     init_radius: float = 0.45
     backend: str = "auto"
@@ -85,7 +88,7 @@ PRESETS = {
 RESUME_FIELDS = ("num_shapes", "data_seed", "dataset", "seed", "batch_size", "rays", "rays_per_step", "samples",
                  "hidden", "latent", "activation", "softplus_beta", "encoder", "lr", "tau_start", "tau_end",
                  "tau_min_ratio", "eikonal_weight", "eikonal_points", "mirror_weight", "central_weight", "jitter",
-                 "grad_eps", "shading_weight", "shading_from", "shading_margin")
+                 "grad_eps", "shading_weight", "shading_from", "shading_margin", "curvature_weight")
 
 
 def supervision(shading_weight: float) -> str:
@@ -142,7 +145,7 @@ def check_config(cfg: Config) -> None:
     if cfg.backend != "auto" and cfg.backend not in available_backends():
         raise TrainError(f"unknown or unavailable backend {cfg.backend!r}; available: {available_backends()}")
     for name in ("rays_per_step", "eikonal_weight", "mirror_weight", "central_weight", "shading_weight",
-                 "shading_from", "shading_margin"):
+                 "shading_from", "shading_margin", "curvature_weight"):
         if not getattr(cfg, name) >= 0:
             raise TrainError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     for name in ("epochs", "batch_size", "rays", "samples", "eval_samples", "hidden", "latent", "num_shapes"):

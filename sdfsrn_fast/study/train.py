@@ -32,7 +32,7 @@ from ..models import SDFDecoder
 from .config import (RESUME_FIELDS, Config, PRESETS, TrainError, autocast_dtype, check_config, preset_config,
                      resolve_device, resolve_precision)
 from .data import FAMILIES, ShapeDataset, shading
-from .priors import ball_points, eikonal, symmetry_losses, view_mirrors
+from .priors import ball_points, curvature, eikonal, symmetry_losses, view_mirrors
 from .runs import build_encoder, check_encoder, load_data, read_checkpoint, save_atomic
 from . import snapshots
 from .views import camera_rays, evaluate_novel_views
@@ -182,6 +182,9 @@ def _resume(run: _Run) -> None:
 
 # ------------------------------------------------------------------------------------------- one epoch
 
+# The loss terms of a step, as the metrics rows name them (each row holds their means over the epoch's shapes).
+TERMS = ("train_mse", "eikonal", "mirror", "central", "shading", "curvature")
+
 
 def _allreduce_grads(params, world: int) -> None:
     import torch.distributed as dist
@@ -254,7 +257,7 @@ def shading_loss(out, target: torch.Tensor, colors: torch.Tensor, lights: torch.
 
 
 def _step(run: _Run, idx: torch.Tensor, g: torch.Generator, epoch: int, tau: float) -> list:
-    """One optimisation step on shapes ``idx``; returns the loss terms [mse, eikonal, mirror, central, shading].
+    """One optimisation step on shapes ``idx``; returns the loss terms (``TERMS``).
     With a mixed precision the encoder, the renderer and the regularisers run under ``torch.autocast``."""
     with torch.autocast(run.device.type, dtype=run.amp_dtype or torch.bfloat16, enabled=run.amp_dtype is not None):
         terms, loss = _losses(run, idx, g, tau, run.cfg.shading_weight > 0 and epoch >= run.cfg.shading_from)
@@ -270,7 +273,7 @@ def _step(run: _Run, idx: torch.Tensor, g: torch.Generator, epoch: int, tau: flo
 
 
 def _losses(run: _Run, idx: torch.Tensor, g: torch.Generator, tau: float, shade: bool = False):
-    """The loss terms [mse, eikonal, mirror, central, shading] of one step and their weighted sum; ``shade``: with
+    """The loss terms (``TERMS``) of one step and their weighted sum; ``shade``: with
     the shading term (the render then gives the surface too)."""
     cfg, device, decoder = run.cfg, run.device, run.decoder
     idx_d = idx.to(device)
@@ -284,7 +287,7 @@ def _losses(run: _Run, idx: torch.Tensor, g: torch.Generator, tau: float, shade:
     sil = out.silhouette if shade else out
     mse = ((sil - target) ** 2).mean()
     loss = mse
-    eik, mirror, central, shade_term = (torch.zeros((), device=device) for _ in range(4))
+    eik, mirror, central, shade_term, curv = (torch.zeros((), device=device) for _ in range(5))
     if shade:
         shade_term = shading_loss(out, target, colors, lights, run.ds.ambient, run.ds.diffuse, interior)
         loss = loss + cfg.shading_weight * shade_term
@@ -295,7 +298,10 @@ def _losses(run: _Run, idx: torch.Tensor, g: torch.Generator, tau: float, shade:
         points = ball_points(len(idx), cfg.eikonal_points, g, device)
         mirror, central = symmetry_losses(decoder, z, points, [run.mirrors[idx_d], -torch.eye(3, device=device)])
         loss = loss + cfg.mirror_weight * mirror + cfg.central_weight * central
-    return [mse, eik, mirror, central, shade_term], loss
+    if cfg.curvature_weight > 0:
+        curv = curvature(decoder, z, cfg.eikonal_points, g, device)
+        loss = loss + cfg.curvature_weight * curv
+    return [mse, eik, mirror, central, shade_term, curv], loss
 
 
 def _train_epoch(run: _Run, epoch: int) -> dict:
@@ -305,7 +311,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
     for group in run.opt.param_groups:
         group["lr"] = lr_at(cfg, epoch)
     batches, g = _batches(cfg, len(run.ds), epoch, run.rank, run.world)
-    loss_sum, count = torch.zeros(5, dtype=torch.float64), 0
+    loss_sum, count = torch.zeros(len(TERMS), dtype=torch.float64), 0
     for idx in batches:
         loss_sum += torch.tensor(_step(run, idx, g, epoch, tau), dtype=torch.float64) * len(idx)
         count += len(idx)
@@ -314,9 +320,8 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
         import torch.distributed as dist
 
         dist.all_reduce(stats)
-    mean = (stats[:5] / stats[5]).tolist()
-    return {"epoch": epoch + 1, "train_mse": mean[0], "eikonal": mean[1], "mirror": mean[2], "central": mean[3],
-            "shading": mean[4], "tau": tau, "lr": lr_at(cfg, epoch), "epoch_time": None}
+    mean = (stats[:-1] / stats[-1]).tolist()
+    return {"epoch": epoch + 1, **dict(zip(TERMS, mean)), "tau": tau, "lr": lr_at(cfg, epoch), "epoch_time": None}
 
 
 # -------------------------------------------------------------------------- evaluation and checkpoints
