@@ -36,25 +36,42 @@ at::Tensor view(T* p, int64_t rows, int64_t cols) {
   return at::from_blob(p, {rows, cols}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
 }
 
-// The activation in place on n x H pre-activations: ReLU, or softplus with torch's threshold through ATen's
+// The decoder's activations, numbered as sdfsrn_fast.models.ACTIVATIONS.
+enum Act : int { kRelu = 0, kSoftplus = 1, kSmoothRelu = 2 };
+
+// The activation in place on n x H pre-activations: ReLU; softplus with torch's threshold through ATen's
 // vectorised kernel (a scalar log1p(exp()) per unit made a softplus decoder 9x slower than a ReLU one: a training
-// batch of 10 images, 1024 rays, 32 samples, H = 128 took 3.5 s against 0.41 s, 2-core AMD EPYC, 2026-12-06).
+// batch of 10 images, 1024 rays, 32 samples, H = 128 took 3.5 s against 0.41 s, 2-core AMD EPYC, 2026-12-06); or
+// smoothrelu, (x + k)^2 / (4k) on |x| < k = 2 / beta, ReLU outside (models.activation).
 template <typename acc_t>
-void activate(acc_t* a, int64_t n, int64_t H, bool relu, acc_t beta) {
-  if (relu) {
+void activate(acc_t* a, int64_t n, int64_t H, Act act, acc_t beta) {
+  if (act == kRelu) {
     for (int64_t i = 0; i < n * H; ++i) a[i] = a[i] > 0 ? a[i] : acc_t(0);
-  } else {
+  } else if (act == kSoftplus) {
     at::Tensor v = view(a, n, H);
     at::softplus_out(v, v, beta, 20);
+  } else {
+    const acc_t k = acc_t(2) / beta, q = acc_t(0.25) / k;
+    for (int64_t i = 0; i < n * H; ++i) {
+      const acc_t c = std::min(std::max(a[i] + k, acc_t(0)), 2 * k);
+      a[i] = c * c * q + std::max(a[i] - k, acc_t(0));
+    }
   }
 }
 
 // act'(a) read off the activations h = act(a) (n x H, op dtype) into g (acc dtype): ReLU 1[h > 0]; softplus
-// sigmoid(beta a) = 1 - exp(-beta h), vectorised through ATen.
+// sigmoid(beta a) = 1 - exp(-beta h), vectorised through ATen; smoothrelu min(sqrt(h / k), 1).
 template <typename op_t, typename acc_t>
-void act_grad_from_output(const op_t* h, int64_t n, int64_t H, bool relu, acc_t beta, acc_t* g) {
-  for (int64_t i = 0; i < n * H; ++i) g[i] = relu ? (acc_t(h[i]) > 0 ? acc_t(1) : acc_t(0)) : acc_t(h[i]);
-  if (!relu) view(g, n, H).mul_(-beta).exp_().neg_().add_(1);
+void act_grad_from_output(const op_t* h, int64_t n, int64_t H, Act act, acc_t beta, acc_t* g) {
+  if (act == kRelu) {
+    for (int64_t i = 0; i < n * H; ++i) g[i] = acc_t(h[i]) > 0 ? acc_t(1) : acc_t(0);
+  } else {
+    for (int64_t i = 0; i < n * H; ++i) g[i] = acc_t(h[i]);
+    if (act == kSoftplus)
+      view(g, n, H).mul_(-beta).exp_().neg_().add_(1);
+    else
+      view(g, n, H).clamp_min_(0).mul_(beta / 2).sqrt_().clamp_max_(1);
+  }
 }
 
 // Y[n, H] = X[n, H] @ W^T (W [H_out, H_in] row-major, op dtype).
@@ -84,7 +101,7 @@ inline void weight_grad(int64_t n, int64_t H, op_t* D, op_t* X, at::Tensor& dW) 
 template <typename acc_t>
 struct Net {
   int64_t H;
-  bool relu;
+  Act act;
   acc_t beta, b4;
   const acc_t *c0, *c2, *w0p, *w2p, *b1, *b3, *w4;  // shares [B, H]; xyz columns [H, 3]; biases; output [H]
 };
@@ -109,7 +126,7 @@ void decoder_tile(const Net<acc_t>& net, const at::Tensor& W1, const at::Tensor&
   const int64_t H = net.H;
   acc_t* a = t.h3.data();
   auto to_operand = [&](std::vector<op_t>& x) {
-    activate(a, n, H, net.relu, net.beta);
+    activate(a, n, H, net.act, net.beta);
     for (int64_t i = 0; i < n * H; ++i) x[i] = op_t(a[i]);
   };
   for (int64_t i = 0; i < n; ++i) {
@@ -136,14 +153,14 @@ void decoder_tile(const Net<acc_t>& net, const at::Tensor& W1, const at::Tensor&
   linear(n, H, t.x2.data(), W3, t.y.data());
   for (int64_t i = 0; i < n; ++i)
     for (int64_t c = 0; c < H; ++c) a[i * H + c] = acc_t(t.y[i * H + c]) + net.b3[c];
-  activate(a, n, H, net.relu, net.beta);  // h3
+  activate(a, n, H, net.act, net.beta);  // h3
 }
 
 template <typename acc_t>
 Net<acc_t> make_net(const at::Tensor& c0, const at::Tensor& c2, const at::Tensor& w0p, const at::Tensor& w2p,
-                    const at::Tensor& b1, const at::Tensor& b3, const at::Tensor& w4, double b4, bool relu,
+                    const at::Tensor& b1, const at::Tensor& b3, const at::Tensor& w4, double b4, Act act,
                     double beta) {
-  return Net<acc_t>{c0.size(1), relu, acc_t(beta), acc_t(b4), c0.data_ptr<acc_t>(), c2.data_ptr<acc_t>(),
+  return Net<acc_t>{c0.size(1), act, acc_t(beta), acc_t(b4), c0.data_ptr<acc_t>(), c2.data_ptr<acc_t>(),
                     w0p.data_ptr<acc_t>(), w2p.data_ptr<acc_t>(), b1.data_ptr<acc_t>(), b3.data_ptr<acc_t>(),
                     w4.data_ptr<acc_t>()};
 }
@@ -239,7 +256,7 @@ template <bool STORE, typename op_t, typename acc_t>
 void share_grads(const Net<acc_t>& net, int64_t m, const std::vector<op_t>& x, Tile<op_t, acc_t>& t, acc_t* dc,
                  acc_t* dWp) {
   const int64_t H = net.H;
-  act_grad_from_output(x.data(), m, H, net.relu, net.beta, t.g.data());
+  act_grad_from_output(x.data(), m, H, net.act, net.beta, t.g.data());
   for (int64_t i = 0; i < m; ++i) {
     acc_t* dcs = dc + t.shape[i] * H;
     for (int64_t c = 0; c < H; ++c) {
@@ -298,7 +315,7 @@ Grads backward_impl(const at::Tensor& o, const at::Tensor& d, const at::Tensor& 
         }
         decoder_tile(net, W1, W2h, W3, m, t);
         // output layer and d3 = g w4 act'(h3)
-        act_grad_from_output(t.h3.data(), m, H, net.relu, net.beta, t.g.data());
+        act_grad_from_output(t.h3.data(), m, H, net.act, net.beta, t.g.data());
         for (int64_t i = 0; i < m; ++i) {
           const acc_t gi = G[i0 + i];
           *pdb4 += gi;
@@ -316,7 +333,7 @@ Grads backward_impl(const at::Tensor& o, const at::Tensor& d, const at::Tensor& 
         weight_grad<op_t, acc_t>(m, H, t.dop.data(), t.x1.data(), tW2h);
         // d1 = (d2 W2h) act'(h1)
         linear_back(m, H, t.dop.data(), W2h, t.y.data());
-        act_grad_from_output(t.x1.data(), m, H, net.relu, net.beta, t.g.data());
+        act_grad_from_output(t.x1.data(), m, H, net.act, net.beta, t.g.data());
         for (int64_t i = 0; i < m; ++i)
           for (int64_t c = 0; c < H; ++c) {
             const acc_t dv = acc_t(t.y[i * H + c]) * t.g[i * H + c];
@@ -343,9 +360,10 @@ void check_cpu(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu(), "cpp backend: `", name, "` must be a CPU tensor, got ", t.device());
 }
 
-bool is_relu(c10::string_view activation) {
-  TORCH_CHECK(activation == "relu" || activation == "softplus", "cpp backend: activation must be relu or softplus");
-  return activation == "relu";
+Act activation_code(c10::string_view activation) {
+  TORCH_CHECK(activation == "relu" || activation == "softplus" || activation == "smoothrelu",
+              "cpp backend: activation must be relu, softplus or smoothrelu, got ", activation);
+  return activation == "relu" ? kRelu : activation == "softplus" ? kSoftplus : kSmoothRelu;
 }
 
 // Weights of the kernels: H x H matrices in op dtype, everything else in the accumulator dtype, contiguous.
@@ -390,10 +408,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> cpp_forwa
              sil = at::zeros({BR}, origins.options()), t0 = at::zeros({surface ? BR : 0}, origins.options()),
              hit = at::zeros({surface ? BR : 0}, origins.options().dtype(at::kBool));
   at::Tensor C0 = c(c0), C2 = c(c2), W0p = c(w0p), W2p = c(w2p), B1 = c(b1), B3 = c(b3), W4 = c(w4);
-  const bool relu = is_relu(activation);
+  const Act act = activation_code(activation);
   Mats mats = op_mats(w1, w2h, w3, bf16);
   AT_DISPATCH_FLOATING_TYPES(dtype, "cpp_forward", [&] {
-    auto net = make_net<scalar_t>(C0, C2, W0p, W2p, B1, B3, W4, b4, relu, beta);
+    auto net = make_net<scalar_t>(C0, C2, W0p, W2p, B1, B3, W4, b4, act, beta);
     with_op_type<scalar_t>(bf16, [&](auto* tag) {
       using op_t = std::remove_pointer_t<decltype(tag)>;
       forward_impl<op_t, scalar_t>(o, d, nr, fr, jit, rs, net, mats.w1, mats.w2h, mats.w3, S, rays_per_shape, tau,
@@ -418,12 +436,12 @@ std::vector<at::Tensor> cpp_backward_samples(
   at::Tensor o = c(origins), d = c(directions), nr = c(near), fr = c(far), rs = rays.to(at::kLong).contiguous(),
              K = c(koff), G = c(g);
   at::Tensor C0 = c(c0), C2 = c(c2), W0p = c(w0p), W2p = c(w2p), B1 = c(b1), B3 = c(b3), W4 = c(w4);
-  const bool relu = is_relu(activation);
+  const Act act = activation_code(activation);
   Mats mats = op_mats(w1, w2h, w3, bf16);
   const int64_t B = c0.size(0);
   Grads r;
   AT_DISPATCH_FLOATING_TYPES(dtype, "cpp_backward_samples", [&] {
-    auto net = make_net<scalar_t>(C0, C2, W0p, W2p, B1, B3, W4, 0.0, relu, beta);
+    auto net = make_net<scalar_t>(C0, C2, W0p, W2p, B1, B3, W4, 0.0, act, beta);
     with_op_type<scalar_t>(bf16, [&](auto* tag) {
       using op_t = std::remove_pointer_t<decltype(tag)>;
       r = backward_impl<op_t, scalar_t>(o, d, nr, fr, rs, K, G, net, mats.w1, mats.w2h, mats.w3, num_samples,

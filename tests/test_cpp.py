@@ -40,7 +40,7 @@ def case(hidden=24, latent=5, batch=2, height=5, width=7, S=9, dtype=torch.float
     return dec, rays, z, torch.randn(batch, height * width, dtype=dtype), S
 
 
-@pytest.mark.parametrize("activation", ["relu", "softplus"])
+@pytest.mark.parametrize("activation", ["relu", "softplus", "smoothrelu"])
 @pytest.mark.parametrize("jitter", [False, True])
 def test_float64_matches_reference(activation, jitter):
     dec, rays, z, w, S = case(activation=activation, softplus_beta=10.0)
@@ -52,15 +52,16 @@ def test_float64_matches_reference(activation, jitter):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
-def test_gradcheck_float64():
+@pytest.mark.parametrize("activation", ["softplus", "smoothrelu"])
+def test_gradcheck_float64(activation):
     from sdfsrn_fast.backends.cpp import cpp_render
 
-    dec, rays, z, _, S = case(hidden=8, latent=3, batch=2, height=3, width=3, S=5, activation="softplus",
+    dec, rays, z, _, S = case(hidden=8, latent=3, batch=2, height=3, width=3, S=5, activation=activation,
                               softplus_beta=10.0)
     tau, tau_min = torch.tensor(0.1, dtype=torch.float64), torch.tensor(0.05, dtype=torch.float64)
 
     def f(z, *ws):
-        return cpp_render.forward(z, *rays, None, list(ws), S, tau, tau_min, 0.0, "softplus", 10.0, None)[0]
+        return cpp_render.forward(z, *rays, None, list(ws), S, tau, tau_min, 0.0, activation, 10.0, None)[0]
 
     inputs = (z, *(w.detach().clone().requires_grad_(True) for w in decoder_weights(dec)))
     assert torch.autograd.gradcheck(f, inputs)

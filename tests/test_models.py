@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from sdfsrn_fast import Encoder, SDFDecoder
+from sdfsrn_fast.models import activation, activation_grad
 
 
 def test_decoder_layout_matches_the_contract():
@@ -10,6 +11,30 @@ def test_decoder_layout_matches_the_contract():
     assert shapes == [(7, 8), (7, 7), (7, 15), (7, 7), (1, 7)]
     z, p = torch.randn(2, 5), torch.randn(2, 9, 3)
     assert dec(z, p).shape == (2, 9)
+
+
+def test_smoothrelu_closed_form():
+    """smoothrelu(x) = (x + k)^2 / (4k) on |x| < k = 2 / beta, ReLU outside: k/4 at 0, continuous with a continuous
+    slope at +-k, the curvature of softplus at 0 (beta / 4); its derivative read off the output, as the cpp and
+    triton kernels read it (min(sqrt(h / k), 1)), is activation_grad."""
+    beta = 10.0
+    k = 2 / beta
+    x = torch.tensor([-1.0, -k, -k / 2, 0.0, k / 2, k, 1.0], dtype=torch.float64, requires_grad=True)
+    y = activation(x, "smoothrelu", beta)
+    expected = torch.tensor([0, 0, (k / 2) ** 2 / (4 * k), k / 4, (1.5 * k) ** 2 / (4 * k), k, 1], dtype=torch.float64)
+    torch.testing.assert_close(y.detach(), expected, rtol=0, atol=1e-15)
+    (slope,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    torch.testing.assert_close(slope.detach(), torch.tensor([0, 0, 0.25, 0.5, 0.75, 1, 1], dtype=torch.float64))
+    torch.testing.assert_close(slope, activation_grad(x, "smoothrelu", beta))
+    (curv,) = torch.autograd.grad(activation_grad(x, "smoothrelu", beta)[3], x)
+    assert curv[3].item() == pytest.approx(beta / 4)  # softplus'' (0) = beta / 4
+    eps = 1e-7  # no jump in the slope at +-k
+    for edge in (-k, k):
+        t = torch.tensor([edge - eps, edge + eps], dtype=torch.float64)
+        g = activation_grad(t, "smoothrelu", beta)
+        assert abs(g[1] - g[0]) < 1e-5
+    h = y.detach()
+    torch.testing.assert_close(torch.sqrt(h * beta / 2).clamp_max(1), slope.detach())
 
 
 def test_decoder_forward_by_hand():

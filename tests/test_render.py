@@ -52,7 +52,7 @@ def grads(fn, decoder, z, rays, S, weight=None, **kw):
     return fn(decoder, z, rays, S, weight, **kw)
 
 
-@pytest.mark.parametrize("activation", ["softplus", "relu"])
+@pytest.mark.parametrize("activation", ["softplus", "smoothrelu", "relu"])
 def test_gradcheck_float64_exact(activation):
     """grad_eps = 0 is exact: gradcheck of the fused Function w.r.t. the latent and every decoder weight.
     (ReLU's kinks break finite differences, so ReLU is compared with the reference's autograd instead.)"""
@@ -71,7 +71,7 @@ def test_gradcheck_float64_exact(activation):
     tau, tau_min = torch.tensor(0.1, dtype=torch.float64), torch.tensor(0.05, dtype=torch.float64)
 
     def f(z, *ws):  # the public custom op, through its registered autograd
-        return compiled_render.forward(z, *rays, None, list(ws), 5, tau, tau_min, 0.0, "softplus", 10.0, None)[0]
+        return compiled_render.forward(z, *rays, None, list(ws), 5, tau, tau_min, 0.0, activation, 10.0, None)[0]
 
     inputs = (z, *(w.detach().clone().requires_grad_(True) for w in decoder_weights(dec)))
     assert torch.autograd.gradcheck(f, inputs)

@@ -103,7 +103,7 @@ def test_every_backend_matches_the_contract(backend, jitter):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("activation", ["relu", "softplus"])
+@pytest.mark.parametrize("activation", ["relu", "softplus", "smoothrelu"])
 def test_written_out_gradient_matches_autograd(activation):
     """SDFDecoder.sdf_and_gradient: the SDF equals the decoder's, the xyz gradient autograd's, and its own
     derivatives (w.r.t. z, the weights and the points) those of autograd's double backward."""

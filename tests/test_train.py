@@ -268,6 +268,7 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
     assert "resume" in _cli_error(capsys, ["--resume", str(tmp_path / "nothing-here")])
     assert "rays_per_step" in _cli_error(capsys, ["--rays-per-step", "-1", "--out", str(tmp_path)])
     assert "unknown device" in _cli_error(capsys, ["--device", "warp9", "--out", str(tmp_path)])
+    assert "unknown activation" in _cli_error(capsys, ["--activation", "tanh", "--out", str(tmp_path)])
     if not torch.cuda.is_available():
         assert "not available" in _cli_error(capsys, ["--device", "cuda", "--out", str(tmp_path)])
 

@@ -78,7 +78,7 @@ def assert_informative(sil, valid):
 
 
 @interpreter_only
-@pytest.mark.parametrize("hidden,activation", [(16, "relu"), (24, "relu"), (20, "softplus")])
+@pytest.mark.parametrize("hidden,activation", [(16, "relu"), (24, "relu"), (20, "softplus"), (16, "smoothrelu")])
 @pytest.mark.parametrize("jitter", [False, True])
 def test_float64_matches_reference(hidden, activation, jitter):
     """Float64 silhouettes and every gradient equal the reference's to round-off; 24 and 20 are not multiples of

@@ -43,7 +43,9 @@ _TUNED_UNDER_3_9 = pytest.mark.xfail(_nvidia_backend_missing() is None and trito
     pytest.param("100", ["128"], ["bf16"], "relu", id="sm100", marks=_TUNED_UNDER_3_9),
     pytest.param("120", ["128"], ["tf32"], "relu", id="sm120"),
     # softplus: sm_80 (sm_90's forward spills 8 B at H = 128: docs/performance.md)
-    pytest.param("80", ["128"], ["bf16"], "softplus", id="sm80-softplus")])
+    pytest.param("80", ["128"], ["bf16"], "softplus", id="sm80-softplus"),
+    # smoothrelu: no spill on sm_90 where softplus spills (a clamp and multiplies where softplus has exp and log)
+    pytest.param("90", ["128"], ["bf16", "tf32"], "smoothrelu", id="sm90-smoothrelu")])
 def test_gpu_compile(tmp_path, arch, widths, dots, activation):
     out = tmp_path / "aot.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

@@ -30,9 +30,14 @@ import triton.language as tl
 
 @triton.jit
 def _act(x, ACT: tl.constexpr, BETA):
-    """ReLU (ACT 0) or softplus(x, beta) with torch's threshold (beta x > 20: x)."""
+    """ReLU (ACT 0), softplus(x, beta) with torch's threshold (beta x > 20: x; ACT 1) or smoothrelu (ACT 2:
+    (x + k)^2 / (4k) on |x| < k = 2 / beta, ReLU outside), numbered as models.ACTIVATIONS."""
     if ACT == 0:
         return tl.maximum(x, 0.0)
+    elif ACT == 2:
+        k = 2.0 / tl.cast(BETA, x.dtype)  # in x's dtype: float64 runs exact to its round-off
+        c = tl.minimum(tl.maximum(x + k, 0.0), 2.0 * k)
+        return c * c * (0.25 / k) + tl.maximum(x - k, 0.0)
     else:
         bx = x * BETA
         e = tl.exp(tl.minimum(bx, 20.0))
@@ -42,9 +47,12 @@ def _act(x, ACT: tl.constexpr, BETA):
 
 @triton.jit
 def _act_grad(h, ACT: tl.constexpr, BETA):
-    """act'(a) read off h = act(a): ReLU 1[h > 0]; softplus sigmoid(beta a) = 1 - exp(-beta h)."""
+    """act'(a) read off h = act(a): ReLU 1[h > 0]; softplus sigmoid(beta a) = 1 - exp(-beta h); smoothrelu
+    min(sqrt(h / k), 1)."""
     if ACT == 0:
         return (h > 0).to(h.dtype)
+    elif ACT == 2:
+        return tl.minimum(tl.sqrt(tl.maximum(h, 0.0) * (0.5 * tl.cast(BETA, h.dtype))), 1.0)
     else:
         return 1.0 - tl.exp(-BETA * h)
 

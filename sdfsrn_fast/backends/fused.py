@@ -35,6 +35,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from ..models import activation as _act, activation_grad as _act_grad
 from ._instrument import record
 from ._ops import RenderCall, no_crossing
 from .reference import first_crossing, sample_points, soft_silhouette
@@ -51,14 +52,6 @@ _CHUNK = {"cpu": 2048, "cuda": 65536, "mps": 16384}
 
 def chunk_size(device: torch.device) -> int:
     return _CHUNK.get(device.type, 8192)
-
-
-def _act(x, activation: str, beta: float):
-    return F.relu(x) if activation == "relu" else F.softplus(x, beta=beta)
-
-
-def _act_grad(a, activation: str, beta: float):
-    return (a > 0).to(a.dtype) if activation == "relu" else torch.sigmoid(beta * a)
 
 
 # CPU float32 matmuls of width H go through oneDNN, not through aten's sgemm (MKL): on a 2-core AMD EPYC (AVX-512,

@@ -23,7 +23,7 @@ from typing import Optional
 
 import torch
 
-from ..models import SDFDecoder
+from ..models import ACTIVATIONS, SDFDecoder
 from . import triton_version
 from ._instrument import launch, record, tuned
 from ._ops import RenderCall, define_render_ops, no_crossing
@@ -208,7 +208,7 @@ def triton_forward(call: RenderCall):
            call.origins.contiguous(), call.directions.contiguous(), call.near.contiguous(), call.far.contiguous(),
            call.jitter.contiguous() if call.jitter is not None else call.near, valid.contiguous(),
            *p, sdf, lse, sil, R, S, 1.0 / call.tau_min, call.tau_min / call.tau, float(call.beta),
-           ACT=0 if call.activation == "relu" else 1, HAS_JIT=call.jitter is not None, ACC=_tl_dtype(acc), DOT=dot,
+           ACT=ACTIVATIONS.index(call.activation), HAS_JIT=call.jitter is not None, ACC=_tl_dtype(acc), DOT=dot,
            BLOCK_R=cfg["BLOCK_R"], BLOCK_S=cfg["BLOCK_S"], HT=cfg["HT"], NT=cfg["NT"], H=H, LOADS=cfg["LOADS"],
            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     t0, hit = no_crossing(call)
@@ -295,7 +295,7 @@ def triton_backward(call: RenderCall, grad_sil, sil, sdf, lse) -> list:
         launch("backward", _kernels()._render_bwd_kernel, (_cdiv(m, cfg["BLOCK_M"]) + B,),
                o, d, nr, fr, jit, ii, gg, torch.searchsorted(ii, bounds), B,
                *p[:10], col[0], col[2], col[1], *col[3:], at, B + 4, S, float(call.beta),
-               HAS_JIT=call.jitter is not None, ACT=0 if call.activation == "relu" else 1, ACC=_tl_dtype(acc),
+               HAS_JIT=call.jitter is not None, ACT=ACTIVATIONS.index(call.activation), ACC=_tl_dtype(acc),
                DOT=dot, BLOCK_M=cfg["BLOCK_M"], BLOCK_B=_pow2(max(B, 2)), HT=cfg["HT"], NT=cfg["NT"], H=H,
                LD=8 * H, LOADS=cfg["LOADS"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
         # two matmuls a chunk, accumulated over the chunks: [d1 d3 d2]^T [h0 h2 h1] as one batch of three (the

@@ -11,6 +11,7 @@ from dataclasses import asdict
 
 import torch
 
+from ..models import ACTIVATIONS
 from . import (MODES, PRECISIONS, SHAPES, BASELINES, _table, available_bench_backends, default_device, gemm_gflops,
                gemm_size, grad_eps_error, measure, measure_subprocess, measure_train_steps)
 
@@ -41,7 +42,7 @@ def main(argv=None) -> None:
                    help="--gpu-compile: sm_XX targets (those of bench.triton_tools.SHARED_LIMIT)")
     p.add_argument("--widths", nargs="+", type=int, default=[64, 128, 256], help="--gpu-compile: hidden widths")
     p.add_argument("--dots", nargs="+", default=["bf16", "fp16", "tf32"], help="--gpu-compile: dot precisions")
-    p.add_argument("--activation", default="relu", choices=["relu", "softplus"], help="--gpu-compile: the decoder's")
+    p.add_argument("--activation", default="relu", choices=list(ACTIVATIONS), help="--gpu-compile: the decoder's")
     p.add_argument("--tune", nargs="*", default=[], metavar="KNOB=N",
                    help="tile and chunk sizes other than the defaults: compiled_chunk, triton_ht, triton_block_m, "
                         "triton_warps, triton_stages, triton_loads, triton_chunk (sdfsrn_fast.backends._instrument)")

@@ -10,6 +10,7 @@ import sys
 
 import torch
 
+from ..models import ACTIVATIONS
 from . import PRECISIONS, make_case, recording
 
 __all__ = ["OpCounter", "SYNCING_OPS", "host_ops", "print_host_ops", "compile_report", "gpu_compile"]
@@ -104,7 +105,7 @@ def _aot_source(kernel: str, hidden: int, dot: int, arch: int = 90, activation: 
     op = {2: "*bf16", 3: "*fp16"}.get(dot, "*fp32")
     f32 = "*fp32"  # (the backward as for the study's batch of 4 shapes: BLOCK_B = 4)
     common = dict(C0=f32, C2=f32, W0P=f32, W2P=f32, W1=op, B1=f32, W2H=op, W3=op, B3=f32, W4=f32)
-    const = dict(ACT=0 if activation == "relu" else 1, ACC=tl.float32, DOT=dot, HT=cfg["HT"], NT=cfg["NT"], H=hidden,
+    const = dict(ACT=ACTIVATIONS.index(activation), ACC=tl.float32, DOT=dot, HT=cfg["HT"], NT=cfg["NT"], H=hidden,
                  LOADS=cfg["LOADS"])
     if kernel == "forward":
         sig = dict(O=f32, D=f32, NEAR=f32, FAR=f32, JIT=f32, VALID="*i1",

@@ -8,6 +8,8 @@ from typing import Optional
 
 import torch
 
+from ..models import ACTIVATIONS
+
 __all__ = ["Config", "PRESETS", "PRECISIONS", "RESUME_FIELDS", "TrainError", "preset_config", "check_config",
            "resolve_device", "autocast_dtype", "resolve_precision", "native_bfloat16", "supervision"]
 
@@ -140,6 +142,8 @@ def autocast_dtype(cfg: Config, device: torch.device):
 def check_config(cfg: Config) -> None:
     from .. import available_backends
 
+    if cfg.activation not in ACTIVATIONS:
+        raise TrainError(f"unknown activation {cfg.activation!r}; choose one of {list(ACTIVATIONS)}")
     if cfg.precision not in PRECISIONS:
         raise TrainError(f"unknown precision {cfg.precision!r}; choose one of {list(PRECISIONS)}")
     if cfg.backend != "auto" and cfg.backend not in available_backends():
