@@ -373,13 +373,15 @@ def test_shading_loss_vanishes_on_the_true_surface():
 
 def test_shading_run_trains_and_logs_its_term(tmp_path):
     """``--shading-weight`` with a silhouette-only start: the shading term is 0 before ``--shading-from`` and
-    positive after; the run is labelled by its config and resumes."""
+    positive after; the run is labelled by its config and resumes. With the mirror prior off (as in the shading
+    preset) its term is not computed (logged 0) and the central one still is."""
     run = tmp_path / "run"
-    cfg = tiny(run, epochs=4, shading_weight=1.0, shading_from=2, shading_margin=1, activation="softplus", rays=64,
-               rays_per_step=100)
+    cfg = tiny(run, epochs=4, shading_weight=1.0, shading_from=2, shading_margin=1, activation="smoothrelu", rays=64,
+               rays_per_step=100, mirror_weight=0.0)
     train(cfg, progress=False)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["shading"] > 0 for r in rows] == [False, False, True, True]
+    assert all(r["mirror"] == 0 and r["central"] > 0 for r in rows)
     assert json.loads((run / "config.json").read_text())["shading_weight"] == 1.0
     with pytest.raises(TrainError, match="--rays must be"):
         train(tiny(tmp_path / "other", shading_weight=1.0, rays=16), progress=False)

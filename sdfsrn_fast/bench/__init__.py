@@ -68,9 +68,9 @@ def mlp_flops(hidden: int, latent: int, dense: bool) -> int:
     return 2 * (x * hidden + hidden * hidden + (hidden + x) * hidden + hidden * hidden + hidden)
 
 
-def make_case(shape: str, device=None, seed: int = 0) -> dict:
-    """Decoder, latents, rays and a target silhouette for a named shape. The decoder has a surface (geometric
-    init: a sphere of radius 0.5), as in training; a random decoder's flat SDF would hide the sparse backward."""
+def make_case(shape: str, device=None, seed: int = 0, activation: str = "relu") -> dict:
+    """Decoder (with ``activation``), latents, rays and a target silhouette for a named shape. The decoder has a
+    surface (geometric init: a sphere of radius 0.5), as in training; a random decoder's flat SDF would hide the sparse backward."""
     from .. import SDFDecoder
     from ..cameras import orbit_rays, sphere_near_far
 
@@ -78,7 +78,7 @@ def make_case(shape: str, device=None, seed: int = 0) -> dict:
     device = torch.device(device) if device is not None else default_device()
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    decoder = SDFDecoder(latent_dim=s.latent, hidden_dim=s.hidden).to(device)
+    decoder = SDFDecoder(latent_dim=s.latent, hidden_dim=s.hidden, activation=activation).to(device)
     az = torch.rand(s.batch, generator=g) * 2 * math.pi
     el = (torch.rand(s.batch, generator=g) - 0.3) * 1.0
     o, d = orbit_rays(az, el, 2.5, math.radians(50), s.resolution, s.resolution)
@@ -253,18 +253,19 @@ def _reset_peak() -> bool:
 
 
 def measure(backend: str, shape: str, mode: str, rounds: int = 3, precision: str = "32",
-            tune: dict | None = None) -> dict:
+            tune: dict | None = None, activation: str = "relu") -> dict:
     """Runs in THIS process: one warm-up call, then ``rounds`` timed calls (under :func:`tuning` with ``tune``).
     Call it in a fresh process for an honest peak memory (see :func:`measure_subprocess`)."""
     with tuning(**(tune or {})), recording() as rec:
-        return _measure(backend, shape, mode, rounds, precision, rec) | dict(tune=tune or {})
+        return _measure(backend, shape, mode, rounds, precision, rec, activation) | dict(tune=tune or {})
 
 
-def _measure(backend: str, shape: str, mode: str, rounds: int, precision: str, rec: Recorder) -> dict:
+def _measure(backend: str, shape: str, mode: str, rounds: int, precision: str, rec: Recorder,
+             activation: str = "relu") -> dict:
     import gc
     import resource
 
-    case = make_case(shape)
+    case = make_case(shape, activation=activation)
     step = make_step(backend, case, mode, precision)
     step()  # warm-up: compiles, allocates caches
     gc.collect()
@@ -286,25 +287,26 @@ def _measure(backend: str, shape: str, mode: str, rounds: int, precision: str, r
     else:
         peak, how = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss (includes setup)"
     t = statistics.median(times)
-    return dict(backend=backend, shape=shape, mode=mode, precision=precision, device=str(case["device"]), times=times,
+    return dict(backend=backend, shape=shape, mode=mode, precision=precision, activation=activation,
+                device=str(case["device"]), times=times,
                 time=t,
                 peak_bytes=peak, peak_method=how, **rates(backend, case, mode, t, rec), threads=torch.get_num_threads())
 
 
 def measure_subprocess(backend: str, shape: str, mode: str, rounds: int = 3, tune: dict | None = None,
-                       precision: str = "32") -> dict | None:
+                       precision: str = "32", activation: str = "relu") -> dict | None:
     """:func:`measure` in a fresh Python process (so that its peak memory is its own); on CUDA in this process
     (``max_memory_allocated`` is exact there, and compiled kernels are not compiled again); ``None`` where the
     backend does not take the call."""
     if default_device().type == "cuda":
         try:
-            return measure(backend, shape, mode, rounds, precision, tune)
+            return measure(backend, shape, mode, rounds, precision, tune, activation)
         except RuntimeError as e:
             if "cannot run this call" in str(e):
                 return None
             raise
     cmd = [sys.executable, "-m", "sdfsrn_fast.bench", "--worker", backend, shape, mode, precision, "--rounds",
-           str(rounds), "--tune", *(f"{k}={v}" for k, v in (tune or {}).items())]
+           str(rounds), "--activation", activation, "--tune", *(f"{k}={v}" for k, v in (tune or {}).items())]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0 and "cannot run this call" in out.stderr:
         return None

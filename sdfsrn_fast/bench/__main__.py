@@ -42,7 +42,7 @@ def main(argv=None) -> None:
                    help="--gpu-compile: sm_XX targets (those of bench.triton_tools.SHARED_LIMIT)")
     p.add_argument("--widths", nargs="+", type=int, default=[64, 128, 256], help="--gpu-compile: hidden widths")
     p.add_argument("--dots", nargs="+", default=["bf16", "fp16", "tf32"], help="--gpu-compile: dot precisions")
-    p.add_argument("--activation", default="relu", choices=list(ACTIVATIONS), help="--gpu-compile: the decoder's")
+    p.add_argument("--activation", default="relu", choices=list(ACTIVATIONS), help="the decoder's (timings and --gpu-compile)")
     p.add_argument("--tune", nargs="*", default=[], metavar="KNOB=N",
                    help="tile and chunk sizes other than the defaults: compiled_chunk, triton_ht, triton_block_m, "
                         "triton_warps, triton_stages, triton_loads, triton_chunk (sdfsrn_fast.backends._instrument)")
@@ -54,7 +54,8 @@ def main(argv=None) -> None:
         p.error(f"--tune takes KNOB=N pairs, got {args.tune}")
     if args.worker:
         backend, shape, mode, precision = args.worker
-        print(json.dumps(measure(backend, shape, mode, rounds=args.rounds, precision=precision, tune=tune)))
+        print(json.dumps(measure(backend, shape, mode, rounds=args.rounds, precision=precision, tune=tune,
+                                 activation=args.activation)))
         return
     if args.gpu_compile:
         from .triton_tools import gpu_compile
@@ -72,6 +73,7 @@ def main(argv=None) -> None:
     for prec, rate in peak.items():
         n = gemm_size(default_device())
         print(f"matmul {prec} ({n}^3, {default_device()}, {torch.get_num_threads()} threads): {rate:.1f} GFLOP/s")
+    print(f"decoder activation: {args.activation}")
     rows = []
     if args.train_step:
         rows = measure_train_steps(args.shapes[0], max(args.rounds, 5))
@@ -105,7 +107,7 @@ def main(argv=None) -> None:
             if tqdm:
                 bar.set_postfix_str(f"{s}/{m}/{b}/{prec}")
             try:
-                row = measure_subprocess(b, s, m, args.rounds, tune, precision=prec)
+                row = measure_subprocess(b, s, m, args.rounds, tune, precision=prec, activation=args.activation)
             except Exception as e:  # one failing case must not lose the others' numbers
                 say(f"FAILED {s}/{m}/{b}/{prec}: {type(e).__name__}: {str(e)[-2000:]}")
                 continue

@@ -294,9 +294,12 @@ def _losses(run: _Run, idx: torch.Tensor, g: torch.Generator, tau: float, shade:
     if cfg.eikonal_weight > 0:
         eik = eikonal(decoder, z, cfg.eikonal_points, g, device)
         loss = loss + cfg.eikonal_weight * eik
-    if cfg.mirror_weight > 0 or cfg.central_weight > 0:
+    maps = {"mirror": run.mirrors[idx_d], "central": -torch.eye(3, device=device)}
+    maps = {k: m for k, m in maps.items() if getattr(cfg, f"{k}_weight") > 0}  # a prior off costs no decoder call
+    if maps:
         points = ball_points(len(idx), cfg.eikonal_points, g, device)
-        mirror, central = symmetry_losses(decoder, z, points, [run.mirrors[idx_d], -torch.eye(3, device=device)])
+        sym = dict(zip(maps, symmetry_losses(decoder, z, points, list(maps.values()))))
+        mirror, central = sym.get("mirror", mirror), sym.get("central", central)
         loss = loss + cfg.mirror_weight * mirror + cfg.central_weight * central
     if cfg.curvature_weight > 0:
         curv = curvature(decoder, z, cfg.eikonal_points, g, device)
