@@ -70,7 +70,8 @@ def mlp_flops(hidden: int, latent: int, dense: bool) -> int:
 
 def make_case(shape: str, device=None, seed: int = 0, activation: str = "relu") -> dict:
     """Decoder (with ``activation``), latents, rays and a target silhouette for a named shape. The decoder has a
-    surface (geometric init: a sphere of radius 0.5), as in training; a random decoder's flat SDF would hide the sparse backward."""
+    surface (geometric init: a sphere of radius 0.5), as in training; a random decoder's flat SDF would hide the
+    sparse backward."""
     from .. import SDFDecoder
     from ..cameras import orbit_rays, sphere_near_far
 

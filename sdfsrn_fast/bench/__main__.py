@@ -42,7 +42,8 @@ def main(argv=None) -> None:
                    help="--gpu-compile: sm_XX targets (those of bench.triton_tools.SHARED_LIMIT)")
     p.add_argument("--widths", nargs="+", type=int, default=[64, 128, 256], help="--gpu-compile: hidden widths")
     p.add_argument("--dots", nargs="+", default=["bf16", "fp16", "tf32"], help="--gpu-compile: dot precisions")
-    p.add_argument("--activation", default="relu", choices=list(ACTIVATIONS), help="the decoder's (timings and --gpu-compile)")
+    p.add_argument("--activation", default="relu", choices=list(ACTIVATIONS),
+                   help="the decoder's (timings and --gpu-compile)")
     p.add_argument("--tune", nargs="*", default=[], metavar="KNOB=N",
                    help="tile and chunk sizes other than the defaults: compiled_chunk, triton_ht, triton_block_m, "
                         "triton_warps, triton_stages, triton_loads, triton_chunk (sdfsrn_fast.backends._instrument)")
