@@ -14,7 +14,7 @@ import torch
 
 from .models import SDFDecoder
 
-__all__ = ["RenderOutput", "surface", "DEPTH_SLOPE_MIN"]
+__all__ = ["RenderOutput", "surface", "sdf_and_gradient", "DEPTH_SLOPE_MIN"]
 
 # |grad f . d| below this is raised to it (its sign kept; 0 counts as entering, negative) in the depth's
 # denominator: a ray grazing the surface moves its depth by at most 1 / DEPTH_SLOPE_MIN per unit of SDF change.
@@ -32,7 +32,7 @@ class RenderOutput(NamedTuple):
     hit: torch.Tensor
 
 
-def _sdf_and_gradient(decoder, z, points, shape):
+def sdf_and_gradient(decoder, z, points, shape):
     """SDF [n] and its xyz gradient [n, 3] at points [n, 3] of shapes ``shape`` [n]: an SDFDecoder's written-out
     gradient (:meth:`SDFDecoder.sdf_and_gradient`), or, for a generic callable, autograd with ``create_graph``
     (eager calls only), one call per shape."""
@@ -67,11 +67,11 @@ def surface(decoder, call, t0: torch.Tensor, hit: torch.Tensor):
             rows = hit.nonzero().squeeze(1)
             o, d, t0, shape = o[rows], d[rows], t0[rows], shape[rows]
         x0 = o + t0[:, None] * d
-        f0, g0 = _sdf_and_gradient(decoder, z, x0, shape)
+        f0, g0 = sdf_and_gradient(decoder, z, x0, shape)
         slope = (g0.detach() * d).sum(-1)
         slope = torch.where(slope > 0, slope.clamp_min(DEPTH_SLOPE_MIN), slope.clamp_max(-DEPTH_SLOPE_MIN))
         t = t0 - (f0 - f0.detach()) / slope
-        _, g = _sdf_and_gradient(decoder, z, o + t[:, None] * d, shape)
+        _, g = sdf_and_gradient(decoder, z, o + t[:, None] * d, shape)
         n = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-30)
         if rows is None:
             depth, normal = torch.where(hit, t, 0), torch.where(hit[:, None], n, 0)

@@ -183,11 +183,14 @@ class SDFDecoder(nn.Module):
             raise ValueError(f"`z` must be [B, {self.latent_dim}], got {tuple(z.shape)}")
         if points.dim() != 3 or points.shape[-1] != 3 or points.shape[0] != z.shape[0]:
             raise ValueError(f"`points` must be [B={z.shape[0]}, N, 3], got {tuple(points.shape)}")
-        x = torch.cat([z[:, None, :].expand(-1, points.shape[1], -1), points], dim=-1)
-        h = self.act(self.layers[0](x))
+        # The layers on [z, p] and [h, z, p] as in the layout above, with the latent's share of layers 0 and 2
+        # computed once per shape instead of once per point (40% of the decoder's multiply-adds at L = H).
+        L, H = self.latent_dim, self.hidden_dim
+        (W0, b0), (W2, b2) = ((m.weight, m.bias) for m in (self.layers[0], self.layers[2]))
+        h = self.act(F.linear(z, W0[:, :L], b0)[:, None] + F.linear(points, W0[:, L:]))
         h = self.act(self.layers[1](h))
-        h = self.act(self.layers[2](torch.cat([h, x], dim=-1)))
-        h = self.act(self.layers[3](h))
+        h = F.linear(h, W2[:, :H]) + F.linear(z, W2[:, H : H + L], b2)[:, None] + F.linear(points, W2[:, H + L :])
+        h = self.act(self.layers[3](self.act(h)))
         return self.layers[4](h).squeeze(-1)
 
 

@@ -280,7 +280,8 @@ def test_inside_torch_compile(fullgraph):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     params = [z, *dec.parameters()]
     for a, b in zip(torch.autograd.grad(losses(compiled), params), torch.autograd.grad(losses(eager), params)):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        # float32 sums in another order: round-off relative to each gradient's scale (here up to ~500)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * max(1.0, b.abs().max().item()))
 
 
 @pytest.mark.parametrize("backend", [b for b in ("compiled", "cpp") if b in CPU_BACKENDS])

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sdfsrn_fast.models import SDFDecoder
 from sdfsrn_fast.study import priors
 from sdfsrn_fast.study import train as train_mod
 from sdfsrn_fast.study.config import native_bfloat16
@@ -75,17 +76,60 @@ def test_curvature_prior_closed_form_plane_sphere_lens():
     (2/3) e^2 / r^2 to first order; a lens (two balls intersected, the shape one view leaves open) turns more."""
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     z = torch.zeros(1, 1)
-    plane = priors.curvature(lambda z, p: p[..., 2] - 0.1, z, 4000, g(), "cpu")
+    plane = priors.curvature(lambda z, p: p[..., 2] - 0.1, z, priors.curvature_points(1, 4000, g(), "cpu"))
     assert plane.item() < 1e-10
     r, e = 0.4, 0.02
-    sphere = priors.curvature(lambda z, p: p.norm(dim=-1) - r, z, 20000, g(), "cpu", step=e).item()
+    points = priors.curvature_points(1, 20000, g(), "cpu", step=e)
+    sphere = priors.curvature(lambda z, p: p.norm(dim=-1) - r, z, points).item()
     assert abs(sphere - 2 / 3 * e**2 / r**2) < 0.15 * sphere
 
     def lens(z, p):
         shift = torch.tensor([0.0, 0.0, 0.1])
         return torch.maximum((p - shift).norm(dim=-1), (p + shift).norm(dim=-1)) - r
 
-    assert priors.curvature(lens, z, 20000, g(), "cpu", step=e).item() > 1.5 * sphere
+    assert priors.curvature(lens, z, points).item() > 1.5 * sphere
+
+
+@pytest.mark.parametrize("activation", ["relu", "softplus", "smoothrelu"])
+def test_priors_written_out_gradient_equals_autograd(activation):
+    """An SDFDecoder's eikonal and curvature terms (its written-out xyz gradient, what training compiles) equal the
+    autograd ones of the same decoder as a plain callable, values and gradients, in float64."""
+    torch.manual_seed(0)
+    dec = SDFDecoder(8, 16, activation, softplus_beta=20.0).double()
+    dec.fit_sphere(radius=0.5, steps=20)
+    z = (0.1 * torch.randn(2, 8, dtype=torch.float64)).requires_grad_(True)
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    eik_p = priors.ball_points(2, 64, g(), "cpu").double()
+    curv_p = priors.curvature_points(2, 64, g(), "cpu").double()
+    plain = lambda zz, p: dec(zz, p)  # noqa: E731
+    for term, points in ((priors.eikonal, eik_p), (lambda *a: priors.curvature(*a, band=0.3), curv_p)):
+        a, b = term(dec, z, points), term(plain, z, points)
+        assert a.item() > 0
+        torch.testing.assert_close(a, b)
+        params = [z, *dec.parameters()]
+        grads = [torch.autograd.grad(t, params, allow_unused=True) for t in (a, b)]  # ReLU: f'' = 0
+        for p, ga, gb in zip(params, *grads):
+            torch.testing.assert_close(torch.zeros_like(p) if ga is None else ga,
+                                       torch.zeros_like(p) if gb is None else gb)
+
+
+def test_compiled_regularisers_equal_eager(tmp_path):
+    """``compile=True``: one step's loss terms and gradients equal eager's, with every regulariser on (eikonal,
+    mirror, central, curvature) and a smooth activation."""
+    runs = [train_mod._setup(tiny(tmp_path / f"c{c}", compile=c, curvature_weight=1.0, activation="smoothrelu"),
+                             None, False, True) for c in (True, False)]
+    runs[1].encoder.load_state_dict(runs[0].encoder.state_dict())
+    runs[1].decoder.load_state_dict(runs[0].decoder.state_dict())
+    for idx in (torch.arange(3),):
+        out = []
+        for run in runs:
+            terms, loss = train_mod._losses(run, idx, torch.Generator().manual_seed(0), 0.02)
+            out.append((torch.stack(terms), torch.autograd.grad(loss, run.params)))
+        (t_c, g_c), (t_e, g_e) = out
+        assert (t_e[[1, 2, 3, 5]] > 0).all()
+        torch.testing.assert_close(t_c, t_e, rtol=1e-4, atol=1e-7)
+        for a, b in zip(g_c, g_e):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6 * max(1.0, b.abs().max().item()))
 
 
 def test_curvature_weight_trains_and_logs(tmp_path):

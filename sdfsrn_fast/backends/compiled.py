@@ -27,7 +27,7 @@ from ._ops import RenderCall, define_render_ops
 from .fused import (Kernels, chunk_size, fused_backward, fused_forward, mlp_backward, mlp_forward_gather,
                     render_callable_chunked)
 
-__all__ = ["render", "compiled_kernels", "compiled_render", "unsupported"]
+__all__ = ["render", "compiled_kernels", "compiled_render", "unsupported", "CompiledOrEager"]
 
 
 def _own_code(fn):
@@ -36,11 +36,12 @@ def _own_code(fn):
     return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
-class _CompiledOrEager:
-    """Calls the ``torch.compile``-d function; if compiling fails, warns once and runs ``fn`` eagerly."""
+class CompiledOrEager:
+    """Calls the ``torch.compile``-d function; if compiling fails, warns once and runs ``fn`` eagerly (``what``: the
+    warning's name for it)."""
 
-    def __init__(self, fn):
-        self.fn = fn
+    def __init__(self, fn, what: str = "the compiled backend's kernels"):
+        self.fn, self.what = fn, what
         self.compiled = torch.compile(_own_code(fn), dynamic=False, fullgraph=True)
         self.failed = os.environ.get("SDFSRN_COMPILE", "1") == "0"
 
@@ -50,8 +51,8 @@ class _CompiledOrEager:
                 return self.compiled(*args)
             except Exception as err:  # a missing compiler, an unsupported backend...
                 self.failed = True
-                warnings.warn(f"sdfsrn_fast: torch.compile failed ({type(err).__name__}: {err}); running the "
-                              "compiled backend's kernels eagerly", RuntimeWarning, stacklevel=2)
+                warnings.warn(f"sdfsrn_fast: torch.compile failed ({type(err).__name__}: {err}); running "
+                              f"{self.what} eagerly", RuntimeWarning, stacklevel=2)
         return self.fn(*args)
 
 
@@ -75,8 +76,8 @@ def compiled_kernels(call: RenderCall) -> Kernels:
     device = call.z.device
     key = (device, call.weights[2].dtype, call.compute_dtype, call.activation, call.beta, call.hidden, call.batch)
     if key not in _KERNELS:
-        screen = _CompiledOrEager(mlp_forward_gather) if screen_enabled(device) else None
-        _KERNELS[key] = Kernels(_CompiledOrEager(mlp_forward_gather), _CompiledOrEager(mlp_backward),
+        screen = CompiledOrEager(mlp_forward_gather) if screen_enabled(device) else None
+        _KERNELS[key] = Kernels(CompiledOrEager(mlp_forward_gather), CompiledOrEager(mlp_backward),
                                 chunk_size(device), screen, _SCREEN_CHUNK)
     kernels = _KERNELS[key]
     chunk = tuned("compiled_chunk", None)

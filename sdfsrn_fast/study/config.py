@@ -60,6 +60,9 @@ class Config:
     fit_sphere_steps: int = 200
     init_radius: float = 0.45
     backend: str = "auto"
+    # The regularisers (eikonal, symmetry, curvature) as one torch.compile graph (20-50 s to compile). Training steps
+    # on a 2-core CPU: smoothrelu 552 -> 426 ms, softplus 949 -> 919, ReLU 509 -> 567 (docs/performance.md).
+    compile: bool = False
     # "32", or mixed: "bf16" (any device), "16" (float16; CUDA and MPS); "auto": bf16 on CPUs with native bfloat16
     # matmuls (AVX512-BF16 or AMX), else 32. A run saves the precision it resolved to.
     precision: str = "32"

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["ball_points", "eikonal", "curvature", "view_mirrors", "symmetry_losses"]
+from .._surface import sdf_and_gradient
+
+__all__ = ["ball_points", "field", "eikonal", "curvature_points", "curvature", "view_mirrors", "symmetry_losses"]
 
 
 def ball_points(batch: int, num_points: int, g: torch.Generator, device) -> torch.Tensor:
@@ -15,26 +17,38 @@ def ball_points(batch: int, num_points: int, g: torch.Generator, device) -> torc
     return (p / p.norm(dim=-1, keepdim=True) * torch.rand(batch, num_points, 1, generator=g) ** (1 / 3)).to(device)
 
 
-def eikonal(decoder, z, num_points: int, g: torch.Generator, device) -> torch.Tensor:
-    """Mean of (|grad_p f(z, p)| - 1)^2 over random points of the unit ball."""
-    p = ball_points(z.shape[0], num_points, g, device).requires_grad_(True)
-    (grad,) = torch.autograd.grad(decoder(z, p).sum(), p, create_graph=True)
-    return ((grad.norm(dim=-1) - 1) ** 2).mean()
+def field(decoder, z, points: torch.Tensor):
+    """The SDF [B, P] and its xyz gradient [B, P, 3] at ``points`` [B, P, 3]: an SDFDecoder's written-out gradient
+    (a first-order graph, so that these terms run inside ``torch.compile``, where a double backward does not), or
+    autograd for any other callable."""
+    B, P = points.shape[:2]
+    shape = torch.arange(B, device=points.device).repeat_interleave(P)
+    f, grad = sdf_and_gradient(decoder, z, points.reshape(-1, 3), shape)
+    return f.view(B, P), grad.view(B, P, 3)
 
 
-def curvature(decoder, z, num_points: int, g: torch.Generator, device, step: float = 0.02,
-              band: float = 0.05) -> torch.Tensor:
-    """Mean of |grad_p f(z, p) - grad_p f(z, p + step u)|^2 (u a random unit vector) over the random points p of
-    the unit ball with |f(z, p)| < band: how fast the normals turn near the surface. One view, its shading and
-    central symmetry leave the depth of the seen surface open (a lens-shaped or extruded shape meets them as well
-    as the true one, docs/results.md); both have rims and walls that this term penalises."""
-    p = ball_points(z.shape[0], num_points, g, device)
+def eikonal(decoder, z, points: torch.Tensor) -> torch.Tensor:
+    """Mean of (|grad_p f(z, p)| - 1)^2 over ``points`` [B, P, 3] (:func:`ball_points`)."""
+    _, grad = field(decoder, z, points)
+    return ((grad.float().norm(dim=-1) - 1) ** 2).mean()
+
+
+def curvature_points(batch: int, num_points: int, g: torch.Generator, device, step: float = 0.02) -> torch.Tensor:
+    """[batch, 2 num_points, 3]: random points p of the unit ball, then p + step u (u random unit vectors)."""
+    p = ball_points(batch, num_points, g, device)
     u = torch.nn.functional.normalize(torch.randn(p.shape, generator=g), dim=-1).to(device)
-    pq = torch.cat([p, p + step * u], dim=1).requires_grad_(True)
-    f = decoder(z, pq)
-    (grad,) = torch.autograd.grad(f.sum(), pq, create_graph=True)
-    gp, gq = grad.float().split(num_points, dim=1)
-    near = (f[:, :num_points].detach().abs() < band).float()
+    return torch.cat([p, p + step * u], dim=1)
+
+
+def curvature(decoder, z, points: torch.Tensor, band: float = 0.05) -> torch.Tensor:
+    """Mean of |grad_p f(z, p) - grad_p f(z, q)|^2 over the pairs (p, q = p + step u) of ``points``
+    (:func:`curvature_points`) with |f(z, p)| < band: how fast the normals turn near the surface. One view, its
+    shading and central symmetry leave the depth of the seen surface open (a lens-shaped or extruded shape meets
+    them as well as the true one, docs/results.md); both have rims and walls that this term penalises."""
+    f, grad = field(decoder, z, points)
+    n = points.shape[1] // 2
+    gp, gq = grad.float().split(n, dim=1)
+    near = (f[:, :n].detach().abs() < band).float()
     return (((gp - gq) ** 2).sum(-1) * near).sum() / near.sum().clamp_min(1)
 
 

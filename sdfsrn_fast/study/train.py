@@ -32,7 +32,8 @@ from ..models import SDFDecoder
 from .config import (RESUME_FIELDS, Config, PRESETS, TrainError, autocast_dtype, check_config, preset_config,
                      resolve_device, resolve_precision)
 from .data import FAMILIES, ShapeDataset, shading
-from .priors import ball_points, curvature, eikonal, symmetry_losses, view_mirrors
+from ..backends.compiled import CompiledOrEager
+from .priors import ball_points, curvature, curvature_points, eikonal, symmetry_losses, view_mirrors
 from .runs import build_encoder, check_encoder, load_data, read_checkpoint, save_atomic
 from . import snapshots
 from .views import camera_rays, evaluate_novel_views
@@ -102,6 +103,7 @@ class _Run:
     history: list = dataclasses.field(default_factory=list)
     scaler: Optional[torch.amp.GradScaler] = None
     snaps: Optional[snapshots.Snapshots] = None  # prediction snapshots for the report page (rank 0)
+    priors: object = None  # prior_terms, compiled where cfg.compile
 
 
 def _setup(cfg: Config, encoder, resume: bool, overwrite: bool) -> _Run:
@@ -135,6 +137,7 @@ def _setup(cfg: Config, encoder, resume: bool, overwrite: bool) -> _Run:
                view_mirrors(camera_frame(ds.azimuth, ds.elevation, ds.distance)[0]).to(device),
                autocast_dtype(cfg, device), encoder, decoder, params, torch.optim.Adam(params, lr=cfg.lr))
     run.scaler = torch.amp.GradScaler(device.type, enabled=run.amp_dtype == torch.float16)
+    run.priors = CompiledOrEager(prior_terms, "the training's regularisers") if cfg.compile else prior_terms
     if resume:
         _resume(run)
     else:
@@ -291,20 +294,43 @@ def _losses(run: _Run, idx: torch.Tensor, g: torch.Generator, tau: float, shade:
     if shade:
         shade_term = shading_loss(out, target, colors, lights, run.ds.ambient, run.ds.diffuse, interior)
         loss = loss + cfg.shading_weight * shade_term
-    if cfg.eikonal_weight > 0:
-        eik = eikonal(decoder, z, cfg.eikonal_points, g, device)
-        loss = loss + cfg.eikonal_weight * eik
-    maps = {"mirror": run.mirrors[idx_d], "central": -torch.eye(3, device=device)}
-    maps = {k: m for k, m in maps.items() if getattr(cfg, f"{k}_weight") > 0}  # a prior off costs no decoder call
-    if maps:
-        points = ball_points(len(idx), cfg.eikonal_points, g, device)
-        sym = dict(zip(maps, symmetry_losses(decoder, z, points, list(maps.values()))))
-        mirror, central = sym.get("mirror", mirror), sym.get("central", central)
-        loss = loss + cfg.mirror_weight * mirror + cfg.central_weight * central
-    if cfg.curvature_weight > 0:
-        curv = curvature(decoder, z, cfg.eikonal_points, g, device)
-        loss = loss + cfg.curvature_weight * curv
+    points, maps = prior_points(cfg, run.mirrors[idx_d], g, device)
+    priors = run.priors(decoder, z, points, maps)
+    for name, value in priors.items():
+        loss = loss + getattr(cfg, f"{name}_weight") * value
+    eik, mirror, central, curv = (priors.get(k, zero) for k, zero in
+                                  zip(("eikonal", "mirror", "central", "curvature"), (eik, mirror, central, curv)))
     return [mse, eik, mirror, central, shade_term, curv], loss
+
+
+def prior_points(cfg: Config, mirrors: torch.Tensor, g: torch.Generator, device):
+    """The random points of one step's regularisers (those with a weight above 0: a prior off costs no decoder call)
+    for :func:`prior_terms`, and the symmetry maps of the priors on, by name (``mirrors``: the shapes' view mirrors)."""
+    B, P = mirrors.shape[0], cfg.eikonal_points
+    maps = {"mirror": mirrors, "central": -torch.eye(3, device=device)}
+    maps = {k: m for k, m in maps.items() if getattr(cfg, f"{k}_weight") > 0}
+    points = {}
+    if cfg.eikonal_weight > 0:
+        points["eikonal"] = ball_points(B, P, g, device)
+    if maps:
+        points["symmetry"] = ball_points(B, P, g, device)
+    if cfg.curvature_weight > 0:
+        points["curvature"] = curvature_points(B, P, g, device)
+    return points, maps
+
+
+def prior_terms(decoder, z, points: dict, maps: dict) -> dict:
+    """The regularisers' unweighted values by name (eikonal, mirror, central, curvature) at the points of
+    :func:`prior_points`. Tensor code only (the xyz gradients written out, no double backward), so that training
+    runs it as one ``torch.compile`` graph (``Config.compile``)."""
+    terms = {}
+    if "eikonal" in points:
+        terms["eikonal"] = eikonal(decoder, z, points["eikonal"])
+    if maps:
+        terms.update(zip(maps, symmetry_losses(decoder, z, points["symmetry"], list(maps.values()))))
+    if "curvature" in points:
+        terms["curvature"] = curvature(decoder, z, points["curvature"])
+    return terms
 
 
 def _train_epoch(run: _Run, epoch: int) -> dict:
