@@ -74,12 +74,14 @@ def test_symmetry_losses_vanish_exactly_for_symmetric_shapes():
 def test_curvature_prior_closed_form_plane_sphere_lens():
     """A plane's normals never turn (0); a ball of radius r near its surface: E |grad f(p) - grad f(p + e u)|^2 =
     (2/3) e^2 / r^2 to first order; a lens (two balls intersected, the shape one view leaves open) turns more."""
-    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    g = torch.Generator()
+    pair = lambda n, step=0.02: priors.curvature_points(  # noqa: E731
+        priors.ball_points(1, n, g.manual_seed(0), "cpu"), g, step)
     z = torch.zeros(1, 1)
-    plane = priors.curvature(lambda z, p: p[..., 2] - 0.1, z, priors.curvature_points(1, 4000, g(), "cpu"))
+    plane = priors.curvature(lambda z, p: p[..., 2] - 0.1, z, pair(4000))
     assert plane.item() < 1e-10
     r, e = 0.4, 0.02
-    points = priors.curvature_points(1, 20000, g(), "cpu", step=e)
+    points = pair(20000, e)
     sphere = priors.curvature(lambda z, p: p.norm(dim=-1) - r, z, points).item()
     assert abs(sphere - 2 / 3 * e**2 / r**2) < 0.15 * sphere
 
@@ -100,7 +102,7 @@ def test_priors_written_out_gradient_equals_autograd(activation):
     z = (0.1 * torch.randn(2, 8, dtype=torch.float64)).requires_grad_(True)
     g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
     eik_p = priors.ball_points(2, 64, g(), "cpu").double()
-    curv_p = priors.curvature_points(2, 64, g(), "cpu").double()
+    curv_p = priors.curvature_points(priors.ball_points(2, 64, g(), "cpu"), g()).double()
     plain = lambda zz, p: dec(zz, p)  # noqa: E731
     for term, points in ((priors.eikonal, eik_p), (lambda *a: priors.curvature(*a, band=0.3), curv_p)):
         a, b = term(dec, z, points), term(plain, z, points)

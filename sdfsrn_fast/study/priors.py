@@ -8,7 +8,8 @@ import torch
 
 from .._surface import sdf_and_gradient
 
-__all__ = ["ball_points", "field", "eikonal", "curvature_points", "curvature", "view_mirrors", "symmetry_losses"]
+__all__ = ["ball_points", "field", "eikonal", "eikonal_term", "curvature_points", "curvature", "curvature_term",
+           "view_mirrors", "symmetry_losses"]
 
 
 def ball_points(batch: int, num_points: int, g: torch.Generator, device) -> torch.Tensor:
@@ -29,15 +30,18 @@ def field(decoder, z, points: torch.Tensor):
 
 def eikonal(decoder, z, points: torch.Tensor) -> torch.Tensor:
     """Mean of (|grad_p f(z, p)| - 1)^2 over ``points`` [B, P, 3] (:func:`ball_points`)."""
-    _, grad = field(decoder, z, points)
+    return eikonal_term(field(decoder, z, points)[1])
+
+
+def eikonal_term(grad: torch.Tensor) -> torch.Tensor:
+    """The eikonal term from the SDF's gradients [B, P, 3] (:func:`field`)."""
     return ((grad.float().norm(dim=-1) - 1) ** 2).mean()
 
 
-def curvature_points(batch: int, num_points: int, g: torch.Generator, device, step: float = 0.02) -> torch.Tensor:
-    """[batch, 2 num_points, 3]: random points p of the unit ball, then p + step u (u random unit vectors)."""
-    p = ball_points(batch, num_points, g, device)
-    u = torch.nn.functional.normalize(torch.randn(p.shape, generator=g), dim=-1).to(device)
-    return torch.cat([p, p + step * u], dim=1)
+def curvature_points(points: torch.Tensor, g: torch.Generator, step: float = 0.02) -> torch.Tensor:
+    """[B, 2P, 3]: ``points`` p [B, P, 3], then their partners p + step u (u random unit vectors)."""
+    u = torch.nn.functional.normalize(torch.randn(points.shape, generator=g), dim=-1).to(points.device)
+    return torch.cat([points, points + step * u], dim=1)
 
 
 def curvature(decoder, z, points: torch.Tensor, band: float = 0.05) -> torch.Tensor:
@@ -45,8 +49,12 @@ def curvature(decoder, z, points: torch.Tensor, band: float = 0.05) -> torch.Ten
     (:func:`curvature_points`) with |f(z, p)| < band: how fast the normals turn near the surface. One view, its
     shading and central symmetry leave the depth of the seen surface open (a lens-shaped or extruded shape meets
     them as well as the true one, docs/results.md); both have rims and walls that this term penalises."""
-    f, grad = field(decoder, z, points)
-    n = points.shape[1] // 2
+    return curvature_term(*field(decoder, z, points), band=band)
+
+
+def curvature_term(f: torch.Tensor, grad: torch.Tensor, band: float = 0.05) -> torch.Tensor:
+    """The curvature term from the SDF [B, 2P] and its gradients [B, 2P, 3] at :func:`curvature_points`."""
+    n = f.shape[1] // 2
     gp, gq = grad.float().split(n, dim=1)
     near = (f[:, :n].detach().abs() < band).float()
     return (((gp - gq) ** 2).sum(-1) * near).sum() / near.sum().clamp_min(1)

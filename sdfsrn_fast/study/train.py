@@ -33,7 +33,7 @@ from .config import (RESUME_FIELDS, Config, PRESETS, TrainError, autocast_dtype,
                      resolve_device, resolve_precision)
 from .data import FAMILIES, ShapeDataset, shading
 from ..backends.compiled import CompiledOrEager
-from .priors import ball_points, curvature, curvature_points, eikonal, symmetry_losses, view_mirrors
+from .priors import ball_points, curvature_points, curvature_term, eikonal_term, field, symmetry_losses, view_mirrors
 from .runs import build_encoder, check_encoder, load_data, read_checkpoint, save_atomic
 from . import snapshots
 from .views import camera_rays, evaluate_novel_views
@@ -295,7 +295,7 @@ def _losses(run: _Run, idx: torch.Tensor, g: torch.Generator, tau: float, shade:
         shade_term = shading_loss(out, target, colors, lights, run.ds.ambient, run.ds.diffuse, interior)
         loss = loss + cfg.shading_weight * shade_term
     points, maps = prior_points(cfg, run.mirrors[idx_d], g, device)
-    priors = run.priors(decoder, z, points, maps)
+    priors = run.priors(decoder, z, points, maps, cfg.eikonal_weight > 0, cfg.curvature_weight > 0)
     for name, value in priors.items():
         loss = loss + getattr(cfg, f"{name}_weight") * value
     eik, mirror, central, curv = (priors.get(k, zero) for k, zero in
@@ -304,32 +304,35 @@ def _losses(run: _Run, idx: torch.Tensor, g: torch.Generator, tau: float, shade:
 
 
 def prior_points(cfg: Config, mirrors: torch.Tensor, g: torch.Generator, device):
-    """The random points of one step's regularisers (those with a weight above 0: a prior off costs no decoder call)
-    for :func:`prior_terms`, and the symmetry maps of the priors on, by name (``mirrors``: the shapes' view mirrors)."""
+    """The random points of one step's regularisers (only those with a weight above 0: a prior off costs no decoder
+    call) for :func:`prior_terms`, and the symmetry maps of the priors on, by name (``mirrors``: the shapes' view
+    mirrors). The curvature term pairs the eikonal term's points with partners, so one gradient serves both."""
     B, P = mirrors.shape[0], cfg.eikonal_points
     maps = {"mirror": mirrors, "central": -torch.eye(3, device=device)}
     maps = {k: m for k, m in maps.items() if getattr(cfg, f"{k}_weight") > 0}
     points = {}
-    if cfg.eikonal_weight > 0:
-        points["eikonal"] = ball_points(B, P, g, device)
+    if cfg.eikonal_weight > 0 or cfg.curvature_weight > 0:
+        points["ball"] = ball_points(B, P, g, device)
     if maps:
         points["symmetry"] = ball_points(B, P, g, device)
     if cfg.curvature_weight > 0:
-        points["curvature"] = curvature_points(B, P, g, device)
+        points["ball"] = curvature_points(points["ball"], g)  # [B, 2P, 3]
     return points, maps
 
 
-def prior_terms(decoder, z, points: dict, maps: dict) -> dict:
+def prior_terms(decoder, z, points: dict, maps: dict, eikonal_on: bool, curvature_on: bool) -> dict:
     """The regularisers' unweighted values by name (eikonal, mirror, central, curvature) at the points of
     :func:`prior_points`. Tensor code only (the xyz gradients written out, no double backward), so that training
     runs it as one ``torch.compile`` graph (``Config.compile``)."""
     terms = {}
-    if "eikonal" in points:
-        terms["eikonal"] = eikonal(decoder, z, points["eikonal"])
+    if "ball" in points:
+        f, grad = field(decoder, z, points["ball"])
+        if eikonal_on:
+            terms["eikonal"] = eikonal_term(grad[:, : grad.shape[1] // 2] if curvature_on else grad)
+        if curvature_on:
+            terms["curvature"] = curvature_term(f, grad)
     if maps:
         terms.update(zip(maps, symmetry_losses(decoder, z, points["symmetry"], list(maps.values()))))
-    if "curvature" in points:
-        terms["curvature"] = curvature(decoder, z, points["curvature"])
     return terms
 
 
