@@ -289,18 +289,17 @@ def _losses(run: _Run, idx: torch.Tensor, g: torch.Generator, tau: float, shade:
                  grad_eps=cfg.grad_eps, jitter=jitter, backend=cfg.backend, surface=shade)
     sil = out.silhouette if shade else out
     mse = ((sil - target) ** 2).mean()
-    loss = mse
-    eik, mirror, central, shade_term, curv = (torch.zeros((), device=device) for _ in range(5))
+    loss, terms = mse, {"train_mse": mse}
     if shade:
-        shade_term = shading_loss(out, target, colors, lights, run.ds.ambient, run.ds.diffuse, interior)
-        loss = loss + cfg.shading_weight * shade_term
+        terms["shading"] = shading_loss(out, target, colors, lights, run.ds.ambient, run.ds.diffuse, interior)
+        loss = loss + cfg.shading_weight * terms["shading"]
     points, maps = prior_points(cfg, run.mirrors[idx_d], g, device)
     priors = run.priors(decoder, z, points, maps, cfg.eikonal_weight > 0, cfg.curvature_weight > 0)
     for name, value in priors.items():
         loss = loss + getattr(cfg, f"{name}_weight") * value
-    eik, mirror, central, curv = (priors.get(k, zero) for k, zero in
-                                  zip(("eikonal", "mirror", "central", "curvature"), (eik, mirror, central, curv)))
-    return [mse, eik, mirror, central, shade_term, curv], loss
+    terms.update(priors)
+    zero = torch.zeros((), device=device)
+    return [terms.get(name, zero) for name in TERMS], loss  # a term off logs 0
 
 
 def prior_points(cfg: Config, mirrors: torch.Tensor, g: torch.Generator, device):
