@@ -57,6 +57,7 @@ class Config:
     # How fast the normals turn near the surface (priors.curvature): against the lens-shaped and extruded shapes that
     # one view, its shading and central symmetry allow (docs/results.md, the shading track).
     curvature_weight: float = 0.0
+    curvature_points: int = 512  # of the eikonal points per shape, how many the curvature term pairs with partners
     fit_sphere_steps: int = 200
     init_radius: float = 0.45
     backend: str = "auto"
@@ -93,7 +94,7 @@ PRESETS = {
 RESUME_FIELDS = ("num_shapes", "data_seed", "dataset", "seed", "batch_size", "rays", "rays_per_step", "samples",
                  "hidden", "latent", "activation", "softplus_beta", "encoder", "lr", "tau_start", "tau_end",
                  "tau_min_ratio", "eikonal_weight", "eikonal_points", "mirror_weight", "central_weight", "jitter",
-                 "grad_eps", "shading_weight", "shading_from", "shading_margin", "curvature_weight")
+                 "grad_eps", "shading_weight", "shading_from", "shading_margin", "curvature_weight", "curvature_points")
 
 
 def supervision(shading_weight: float) -> str:
@@ -155,7 +156,8 @@ def check_config(cfg: Config) -> None:
                  "shading_from", "shading_margin", "curvature_weight"):
         if not getattr(cfg, name) >= 0:
             raise TrainError(f"{name} must be >= 0, got {getattr(cfg, name)}")
-    for name in ("epochs", "batch_size", "rays", "samples", "eval_samples", "hidden", "latent", "num_shapes"):
+    for name in ("epochs", "batch_size", "rays", "samples", "eval_samples", "hidden", "latent", "num_shapes",
+                 "eikonal_points", "curvature_points"):
         if getattr(cfg, name) < 1:
             raise TrainError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     for name in ("lr", "tau_start", "tau_end", "tau_min_ratio"):

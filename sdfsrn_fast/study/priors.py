@@ -38,25 +38,28 @@ def eikonal_term(grad: torch.Tensor) -> torch.Tensor:
     return ((grad.float().norm(dim=-1) - 1) ** 2).mean()
 
 
-def curvature_points(points: torch.Tensor, g: torch.Generator, step: float = 0.02) -> torch.Tensor:
-    """[B, 2P, 3]: ``points`` p [B, P, 3], then their partners p + step u (u random unit vectors)."""
-    u = torch.nn.functional.normalize(torch.randn(points.shape, generator=g), dim=-1).to(points.device)
-    return torch.cat([points, points + step * u], dim=1)
+def curvature_points(points: torch.Tensor, g: torch.Generator, step: float = 0.02, pairs: int = None) -> torch.Tensor:
+    """[B, P + K, 3]: ``points`` p [B, P, 3], then partners p + step u (u random unit vectors) of the first K =
+    ``pairs`` of them (default all)."""
+    first = points[:, : points.shape[1] if pairs is None else pairs]
+    u = torch.nn.functional.normalize(torch.randn(first.shape, generator=g), dim=-1).to(points.device)
+    return torch.cat([points, first + step * u], dim=1)
 
 
-def curvature(decoder, z, points: torch.Tensor, band: float = 0.05) -> torch.Tensor:
+def curvature(decoder, z, points: torch.Tensor, band: float = 0.05, pairs: int = None) -> torch.Tensor:
     """Mean of |grad_p f(z, p) - grad_p f(z, q)|^2 over the pairs (p, q = p + step u) of ``points``
     (:func:`curvature_points`) with |f(z, p)| < band: how fast the normals turn near the surface. One view, its
     shading and central symmetry leave the depth of the seen surface open (a lens-shaped or extruded shape meets
     them as well as the true one, docs/results.md); both have rims and walls that this term penalises."""
-    return curvature_term(*field(decoder, z, points), band=band)
+    return curvature_term(*field(decoder, z, points), band=band, pairs=pairs)
 
 
-def curvature_term(f: torch.Tensor, grad: torch.Tensor, band: float = 0.05) -> torch.Tensor:
-    """The curvature term from the SDF [B, 2P] and its gradients [B, 2P, 3] at :func:`curvature_points`."""
-    n = f.shape[1] // 2
-    gp, gq = grad.float().split(n, dim=1)
-    near = (f[:, :n].detach().abs() < band).float()
+def curvature_term(f: torch.Tensor, grad: torch.Tensor, band: float = 0.05, pairs: int = None) -> torch.Tensor:
+    """The curvature term from the SDF [B, P + K] and its gradients [B, P + K, 3] at :func:`curvature_points`
+    (K = ``pairs``, default P)."""
+    k = f.shape[1] // 2 if pairs is None else pairs
+    gp, gq = grad[:, :k].float(), grad[:, -k:].float()
+    near = (f[:, :k].detach().abs() < band).float()
     return (((gp - gq) ** 2).sum(-1) * near).sum() / near.sum().clamp_min(1)
 
 

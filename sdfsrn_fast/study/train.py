@@ -294,7 +294,7 @@ def _losses(run: _Run, idx: torch.Tensor, g: torch.Generator, tau: float, shade:
         terms["shading"] = shading_loss(out, target, colors, lights, run.ds.ambient, run.ds.diffuse, interior)
         loss = loss + cfg.shading_weight * terms["shading"]
     points, maps = prior_points(cfg, run.mirrors[idx_d], g, device)
-    priors = run.priors(decoder, z, points, maps, cfg.eikonal_weight > 0, cfg.curvature_weight > 0)
+    priors = run.priors(decoder, z, points, maps, cfg.eikonal_weight > 0, curvature_pairs(cfg))
     for name, value in priors.items():
         loss = loss + getattr(cfg, f"{name}_weight") * value
     terms.update(priors)
@@ -315,21 +315,27 @@ def prior_points(cfg: Config, mirrors: torch.Tensor, g: torch.Generator, device)
     if maps:
         points["symmetry"] = ball_points(B, P, g, device)
     if cfg.curvature_weight > 0:
-        points["ball"] = curvature_points(points["ball"], g)  # [B, 2P, 3]
+        points["ball"] = curvature_points(points["ball"], g, pairs=curvature_pairs(cfg))  # [B, P + K, 3]
     return points, maps
 
 
-def prior_terms(decoder, z, points: dict, maps: dict, eikonal_on: bool, curvature_on: bool) -> dict:
+def curvature_pairs(cfg: Config) -> int:
+    """How many of each shape's eikonal points the curvature term pairs with partners (0: the term is off)."""
+    return min(cfg.curvature_points, cfg.eikonal_points) if cfg.curvature_weight > 0 else 0
+
+
+def prior_terms(decoder, z, points: dict, maps: dict, eikonal_on: bool, pairs: int = 0) -> dict:
     """The regularisers' unweighted values by name (eikonal, mirror, central, curvature) at the points of
-    :func:`prior_points`. Tensor code only (the xyz gradients written out, no double backward), so that training
-    runs it as one ``torch.compile`` graph (``Config.compile``)."""
+    :func:`prior_points` (the curvature term on if ``pairs`` > 0: the last that many ball points are
+    partners). Tensor code only (the xyz gradients written out, no double backward), so that training runs it as
+    one ``torch.compile`` graph (``Config.compile``)."""
     terms = {}
     if "ball" in points:
         f, grad = field(decoder, z, points["ball"])
         if eikonal_on:
-            terms["eikonal"] = eikonal_term(grad[:, : grad.shape[1] // 2] if curvature_on else grad)
-        if curvature_on:
-            terms["curvature"] = curvature_term(f, grad)
+            terms["eikonal"] = eikonal_term(grad[:, : grad.shape[1] - pairs])
+        if pairs:
+            terms["curvature"] = curvature_term(f, grad, pairs=pairs)
     if maps:
         terms.update(zip(maps, symmetry_losses(decoder, z, points["symmetry"], list(maps.values()))))
     return terms
