@@ -92,6 +92,27 @@ def test_curvature_prior_closed_form_plane_sphere_lens():
     assert priors.curvature(lens, z, points).item() > 1.5 * sphere
 
 
+def test_curvature_pairs_of_the_first_points_only():
+    """``pairs=K``: partners (at the step's distance) for the first K of the P points only, and the term over
+    [P points, K partners] equals the term over those K points and their partners alone; training's eikonal term
+    keeps all P points."""
+    g = torch.Generator().manual_seed(0)
+    p = priors.ball_points(2, 64, g, "cpu")
+    full = priors.curvature_points(p, g, pairs=16)
+    assert full.shape == (2, 80, 3) and torch.equal(full[:, :64], p)
+    torch.testing.assert_close((full[:, 64:] - p[:, :16]).norm(dim=-1), torch.full((2, 16), 0.02))
+    sphere = lambda z, x: x.norm(dim=-1) - 0.5  # noqa: E731
+    z = torch.zeros(2, 1)
+    term = priors.curvature(sphere, z, full, band=0.5, pairs=16)
+    assert term.item() > 0
+    torch.testing.assert_close(term, priors.curvature(sphere, z, torch.cat([p[:, :16], full[:, 64:]], 1), band=0.5))
+    dec = SDFDecoder(8, 16)
+    zz = 0.1 * torch.randn(2, 8)
+    terms = train_mod.prior_terms(dec, zz, {"ball": full}, {}, True, 16)
+    torch.testing.assert_close(terms["eikonal"], priors.eikonal(dec, zz, p))
+    torch.testing.assert_close(terms["curvature"], priors.curvature(dec, zz, full, pairs=16))
+
+
 @pytest.mark.parametrize("activation", ["relu", "softplus", "smoothrelu"])
 def test_priors_written_out_gradient_equals_autograd(activation):
     """An SDFDecoder's eikonal and curvature terms (its written-out xyz gradient, what training compiles) equal the

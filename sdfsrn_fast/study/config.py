@@ -82,13 +82,16 @@ PRESETS = {
                   mirror_weight=1.0, central_weight=1.0, precision="auto"),
     # The original study: 50 shapes, 64x64, 64 samples per ray, hidden 256, latent 128, 300 epochs.
     "study": dict(epochs=300, rays=64, samples=64, hidden=256, eval_samples=64, eval_every=50),
-    # Silhouette + shading, one view: the quick preset with the shading loss after a silhouette-only start, a
-    # softplus decoder (smooth normals; ReLU's are piecewise constant) and the central-symmetry prior held harder
-    # instead of the mirror prior, which contradicts shading; the shading compared 2 pixels or more inside the true
-    # contour, where a silhouette off by a pixel would mix background into it (docs/results.md, the shading track).
+    # Silhouette + shading, one view: the quick preset with the shading loss after a silhouette-only start, a smooth
+    # decoder (smoothrelu: smooth normals at nearly ReLU's cost; ReLU's normals are piecewise constant), the
+    # central-symmetry prior held harder instead of the mirror prior, which contradicts shading, and the curvature
+    # prior against the lens-shaped and extruded shapes that one view allows, on 128 pairs a shape; the shading
+    # compared 2 pixels or more inside the true contour, where a silhouette off by a pixel would mix background
+    # into it; the regularisers compiled (docs/results.md, the shading track).
     "shading": dict(epochs=300, rays=64, rays_per_step=1024, samples=32, hidden=128, eval_samples=64, eval_every=100,
-                    mirror_weight=0.0, central_weight=10.0, precision="auto", activation="softplus",
-                    softplus_beta=100.0, shading_weight=1.0, shading_from=50, shading_margin=2),
+                    mirror_weight=0.0, central_weight=10.0, precision="auto", activation="smoothrelu",
+                    softplus_beta=100.0, shading_weight=1.0, shading_from=50, shading_margin=2,
+                    curvature_weight=1.0, curvature_points=128, compile=True),
 }
 # Fields that must match to resume a run from its checkpoint.
 RESUME_FIELDS = ("num_shapes", "data_seed", "dataset", "seed", "batch_size", "rays", "rays_per_step", "samples",
