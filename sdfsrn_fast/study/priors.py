@@ -38,7 +38,8 @@ def eikonal_term(grad: torch.Tensor) -> torch.Tensor:
     return ((grad.float().norm(dim=-1) - 1) ** 2).mean()
 
 
-def curvature_points(points: torch.Tensor, g: torch.Generator, step: float = 0.02, pairs: int = None) -> torch.Tensor:
+def curvature_points(points: torch.Tensor, g: torch.Generator, step: float = 0.02,
+                     pairs: int | None = None) -> torch.Tensor:
     """[B, P + K, 3]: ``points`` p [B, P, 3], then partners p + step u (u random unit vectors) of the first K =
     ``pairs`` of them (default all)."""
     first = points[:, : points.shape[1] if pairs is None else pairs]
@@ -46,7 +47,7 @@ def curvature_points(points: torch.Tensor, g: torch.Generator, step: float = 0.0
     return torch.cat([points, first + step * u], dim=1)
 
 
-def curvature(decoder, z, points: torch.Tensor, band: float = 0.05, pairs: int = None) -> torch.Tensor:
+def curvature(decoder, z, points: torch.Tensor, band: float = 0.05, pairs: int | None = None) -> torch.Tensor:
     """Mean of |grad_p f(z, p) - grad_p f(z, q)|^2 over the pairs (p, q = p + step u) of ``points``
     (:func:`curvature_points`) with |f(z, p)| < band: how fast the normals turn near the surface. One view, its
     shading and central symmetry leave the depth of the seen surface open (a lens-shaped or extruded shape meets
@@ -54,7 +55,7 @@ def curvature(decoder, z, points: torch.Tensor, band: float = 0.05, pairs: int =
     return curvature_term(*field(decoder, z, points), band=band, pairs=pairs)
 
 
-def curvature_term(f: torch.Tensor, grad: torch.Tensor, band: float = 0.05, pairs: int = None) -> torch.Tensor:
+def curvature_term(f: torch.Tensor, grad: torch.Tensor, band: float = 0.05, pairs: int | None = None) -> torch.Tensor:
     """The curvature term from the SDF [B, P + K] and its gradients [B, P + K, 3] at :func:`curvature_points`
     (K = ``pairs``, default P)."""
     k = f.shape[1] // 2 if pairs is None else pairs
