@@ -314,8 +314,9 @@ def prior_points(cfg: Config, mirrors: torch.Tensor, g: torch.Generator, device)
         points["ball"] = ball_points(B, P, g, device)
     if maps:
         points["symmetry"] = ball_points(B, P, g, device)
-    if cfg.curvature_weight > 0:
-        points["ball"] = curvature_points(points["ball"], g, pairs=curvature_pairs(cfg))  # [B, P + K, 3]
+    pairs = curvature_pairs(cfg)
+    if pairs:
+        points["ball"] = curvature_points(points["ball"], g, pairs=pairs)  # [B, P + K, 3]
     return points, maps
 
 
