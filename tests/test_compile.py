@@ -36,6 +36,15 @@ def test_opcheck_forward(backend, dtype, jitter):
 
 
 @pytest.mark.parametrize("backend", list(FAST_OPS))
+def test_opcheck_forward_with_ray_gradients(backend):
+    """The forward op's autograd registration when origins and directions require grad (they get gradients)."""
+    forward_op, _ = FAST_OPS[backend]
+    args = list(_op_args(torch.float64, True))
+    args[1], args[2] = args[1].clone().requires_grad_(True), args[2].clone().requires_grad_(True)
+    torch.library.opcheck(forward_op, tuple(args))
+
+
+@pytest.mark.parametrize("backend", list(FAST_OPS))
 def test_opcheck_forward_all_rays_invalid(backend):
     forward_op, _ = FAST_OPS[backend]
     torch.library.opcheck(forward_op, _op_args(torch.float32, False, all_invalid=True))
@@ -50,6 +59,7 @@ def test_opcheck_backward(backend, jitter):
     sil, sdf, lse, _, _ = forward_op(*args)
     grad_sil = torch.randn_like(sil)
     torch.library.opcheck(backward_op, (grad_sil, sil, sdf, lse, *args))
+    torch.library.opcheck(backward_op, (grad_sil, sil, sdf, lse, *args[:7], args[7], *args[8:14], True))
 
 
 class TinyEncoder(torch.nn.Module):

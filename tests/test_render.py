@@ -325,17 +325,70 @@ def test_onednn_linear_matches_aten(n, k, m):
     assert torch.equal(fused.linear(x.double(), w.double()), x.double() @ w.double().t())  # float64: plain aten
 
 
-def test_auto_falls_back_to_reference_for_ray_gradients():
-    """auto takes the compiled backend on CPU, and the reference when a ray tensor requires grad: the fast paths
-    give rays no gradient."""
+def test_auto_routes_ray_gradients_to_the_backends_that_give_them():
+    """Origins and directions that require grad: auto takes the compiled backend, which gives them gradients, and
+    cpp refuses by name; near, far or jitter that require grad: only the reference takes the call."""
     dec = small_decoder()
     o, d, near, far, valid = make_rays()
     z = torch.randn(2, 4)
     assert picked("auto", dec, z, (o, d, near, far, valid)) == "compiled"
-    o = o.clone().requires_grad_(True)
+    for rays in ((o.clone().requires_grad_(True), d, near, far, valid), (o, d.clone().requires_grad_(True), near,
+                                                                          far, valid)):
+        assert picked("auto", dec, z, rays) == "compiled"
+        with pytest.raises(RuntimeError, match="cpp.*`(origins|directions)` no gradient"):
+            picked("cpp", dec, z, rays)
+    near = near.clone().requires_grad_(True)
     assert picked("auto", dec, z, (o, d, near, far, valid)) == "reference"
-    with pytest.raises(RuntimeError, match="compiled"):
+    with pytest.raises(RuntimeError, match="compiled.*`near` no gradient"):
         picked("compiled", dec, z, (o, d, near, far, valid))
+
+
+@pytest.mark.parametrize("jitter", [False, True])
+def test_ray_gradients_gradcheck_float64(jitter):
+    """The compiled backend's gradients w.r.t. origins and directions (grad_eps = 0): gradcheck of the public op
+    through its registered autograd, with the latent and the weights requiring grad too."""
+    dec = small_decoder(latent_dim=3, hidden_dim=6, dtype=torch.float64, activation="smoothrelu", softplus_beta=10.0)
+    o, d, near, far, valid = make_rays(batch=2, height=3, width=3, dtype=torch.float64, fov=1.6, seed=3)
+    assert (~valid).any()
+    jit = torch.rand(2, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) - 0.5 if jitter else None
+    z = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    weights = [w.detach().clone().requires_grad_(True) for w in decoder_weights(dec)]
+    tau, tau_min = torch.tensor(0.1, dtype=torch.float64), torch.tensor(0.05, dtype=torch.float64)
+
+    def f(o, d, z, w0):
+        return compiled_render.forward(z, o, d, near, far, valid, jit, [w0, *weights[1:]], 5, tau, tau_min, 0.0,
+                                       "smoothrelu", 10.0, None)[0]
+
+    assert torch.autograd.gradcheck(f, (o.clone().requires_grad_(True), d.clone().requires_grad_(True), z,
+                                        weights[0]))
+
+
+@pytest.mark.parametrize("surface", [False, True])
+def test_ray_gradients_match_the_reference(surface):
+    """float32 ray gradients of a loss on silhouettes (and on depth and normals, through the surface pass) by auto
+    (the compiled backend) against the float64 reference's autograd, at the default grad_eps and at 0."""
+    dec = SDFDecoder(latent_dim=4, hidden_dim=16, activation="smoothrelu")
+    dec.fit_sphere(radius=0.6, steps=100, seed=0)
+    rays = make_rays(batch=2, height=6, width=6, seed=5)
+    z = torch.randn(2, 4, generator=torch.Generator().manual_seed(6)) * 0.1
+
+    def ray_grads(backend, dtype, grad_eps):
+        d64 = copy.deepcopy(dec).to(dtype)
+        o, d = (t.to(dtype).requires_grad_(True) for t in rays[:2])
+        out = render(d64, z.to(dtype), o, d, *(t.to(dtype) if t.is_floating_point() else t for t in rays[2:]),
+                     num_samples=16, tau=0.05, tau_min=0.025, grad_eps=grad_eps, backend=backend, surface=surface)
+        loss = (out.silhouette.square().sum() + out.depth.sum() + out.normal[..., 0].sum()) if surface else (
+            out.square().sum())
+        return torch.autograd.grad(loss, (o, d))
+
+    assert picked("auto", dec, z, (rays[0].requires_grad_(True), *rays[1:])) == "compiled"
+    rays[0].requires_grad_(False)
+    exact = ray_grads("reference", torch.float64, 0.0)
+    assert max(g.abs().max() for g in exact) > 1e-2  # the loss does depend on the rays
+    for grad_eps, tol in ((0.0, 1e-5), (1e-4, 2e-3)):
+        for got, want in zip(ray_grads("auto", torch.float32, grad_eps), exact):
+            assert got.dtype == torch.float32
+            assert rel_err(got, want) < tol, (grad_eps, rel_err(got, want))
 
 
 def test_compiles_a_bounded_number_of_times():

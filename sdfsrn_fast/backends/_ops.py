@@ -4,7 +4,8 @@ follows (:func:`define_render_ops`).
 ``render`` checks its arguments once and describes the call as a :class:`RenderCall`; every backend takes that
 object, so an argument or an output is added in one place per backend. A fast backend supplies two plain functions,
 ``forward(call) -> (sil [B, R], sdf [B, R, S], lse [B, R], t0, hit)`` and ``backward(call, grad_sil, sil, sdf, lse)
--> [dz, dW0, db0, ..., dW4, db4]``; t0 [B, R] and hit [B, R] (bool) are the surface crossing found in the forward
+-> [dz, dW0, db0, ..., dW4, db4]`` (a backend that gives rays gradients takes ``ray_grads=True`` and appends those
+of origins and directions); t0 [B, R] and hit [B, R] (bool) are the surface crossing found in the forward
 march (docs/contract.md, Surface) when ``call.surface``, else empty tensors. :func:`define_render_ops` makes from
 them the custom ops
 ``sdfsrn_fast::{backend}_render`` and ``sdfsrn_fast::{backend}_render_backward`` with their fake implementations and
@@ -29,7 +30,8 @@ from typing import Callable, NamedTuple, Optional, Union
 import torch
 from torch import Tensor
 
-__all__ = ["RenderCall", "DecoderParts", "RenderOps", "define_render_ops", "decoder_weights"]
+__all__ = ["RenderCall", "DecoderParts", "RenderOps", "define_render_ops", "decoder_weights",
+           "ray_gradients_unsupported"]
 
 
 def decoder_weights(decoder) -> tuple:
@@ -113,6 +115,16 @@ class RenderCall:
                             op(W2[:, :H]), op(W3), b3.contiguous(), W4.reshape(-1).contiguous(), b4.reshape(1))
 
 
+def ray_gradients_unsupported(call: RenderCall, grads: tuple = ()) -> Optional[str]:
+    """Why a backend whose backward gives gradients to the ray inputs named in ``grads`` (of "origins", "directions")
+    cannot take the call: a ray input that requires grad and is not among them; None if there is none."""
+    rays = dict(origins=call.origins, directions=call.directions, near=call.near, far=call.far, jitter=call.jitter)
+    wanting = [name for name, t in rays.items() if t is not None and t.requires_grad and name not in grads]
+    if wanting:
+        return f"it gives `{wanting[0]}` no gradient, and it requires grad"
+    return None
+
+
 def _as_tensor(value) -> Tensor:
     """A temperature as the 0-d float64 tensor the ops take (on the CPU unless given elsewhere)."""
     if isinstance(value, Tensor):
@@ -163,10 +175,13 @@ def define_render_ops(backend: str, forward_impl: Callable, backward_impl: Calla
     def backward_op(grad_sil: Tensor, sil: Tensor, sdf: Tensor, lse: Tensor, z: Tensor, origins: Tensor,
                     directions: Tensor, near: Tensor, far: Tensor, valid: Tensor, jitter: Optional[Tensor],
                     weights: list[Tensor], num_samples: int, tau: Tensor, tau_min: Tensor, grad_eps: float,
-                    activation: str, beta: float, compute_dtype: Optional[torch.dtype]) -> list[Tensor]:
+                    activation: str, beta: float, compute_dtype: Optional[torch.dtype],
+                    ray_grads: bool = False) -> list[Tensor]:
         call = _call(z, origins, directions, near, far, valid, jitter, weights, num_samples, tau, tau_min, grad_eps,
                      activation, beta, compute_dtype)
         with torch.autocast(z.device.type, enabled=False):
+            if ray_grads:  # only the backends whose `unsupported` lets rays require grad are asked
+                return backward_impl(call, grad_sil, sil, sdf, lse, ray_grads=True)
             return backward_impl(call, grad_sil, sil, sdf, lse)
 
     @forward_op.register_fake
@@ -178,8 +193,9 @@ def define_render_ops(backend: str, forward_impl: Callable, backward_impl: Calla
                 torch.empty(crossing, dtype=torch.bool, device=z.device))
 
     @backward_op.register_fake
-    def _(grad_sil, sil, sdf, lse, z, origins, directions, near, far, valid, jitter, weights, *_):
-        return [torch.empty_like(z)] + [torch.empty_like(w) for w in weights]
+    def _(grad_sil, sil, sdf, lse, z, origins, directions, near, far, valid, jitter, weights, *settings):
+        rays = [torch.empty_like(origins), torch.empty_like(directions)] if settings[7:] and settings[7] else []
+        return [torch.empty_like(z)] + [torch.empty_like(w) for w in weights] + rays
 
     def setup_context(ctx, inputs, output):
         z, origins, directions, near, far, valid, jitter, weights, num_samples, tau, tau_min = inputs[:11]
@@ -194,10 +210,13 @@ def define_render_ops(backend: str, forward_impl: Callable, backward_impl: Calla
         weights = list(saved[11 : 11 + ctx.n_weights])
         jitter = saved[-1] if ctx.has_jitter else None
         num_samples, grad_eps, activation, beta, compute_dtype = ctx.settings
+        ray_grads = bool(ctx.needs_input_grad[1] or ctx.needs_input_grad[2])
         grads = backward_op(grad_sil.contiguous(), *outputs, *rays, jitter, weights, num_samples, *temps, grad_eps,
-                            activation, beta, compute_dtype)
+                            activation, beta, compute_dtype, ray_grads)
+        n = 1 + ctx.n_weights
+        d_origins, d_directions = grads[n:] if ray_grads else (None, None)
         # one entry per argument as passed (a trailing one at its default, surface=False, may not be)
-        return (grads[0], None, None, None, None, None, None, list(grads[1:])) + (None,) * (
+        return (grads[0], d_origins, d_directions, None, None, None, None, list(grads[1:n])) + (None,) * (
             len(ctx.needs_input_grad) - 8)
 
     torch.library.register_autograd(forward_op, backward, setup_context=setup_context)

@@ -23,7 +23,7 @@ import torch
 
 from ..models import SDFDecoder
 from ._instrument import tuned
-from ._ops import RenderCall, define_render_ops
+from ._ops import RenderCall, define_render_ops, ray_gradients_unsupported
 from .fused import (Kernels, chunk_size, fused_backward, fused_forward, mlp_backward, mlp_forward_gather,
                     render_callable_chunked)
 
@@ -85,7 +85,7 @@ def compiled_kernels(call: RenderCall) -> Kernels:
 
 
 compiled_render = define_render_ops("compiled", lambda call: fused_forward(compiled_kernels(call), call),
-                                    lambda call, *out: fused_backward(compiled_kernels(call), call, *out))
+                                    lambda call, *out, **kw: fused_backward(compiled_kernels(call), call, *out, **kw))
 
 
 def render(decoder, call: RenderCall) -> tuple:
@@ -99,9 +99,7 @@ def unavailable() -> Optional[str]:
 
 
 def unsupported(decoder, call: RenderCall) -> Optional[str]:
-    """Ray gradients: the fused path gives rays none (every fast backend asks this too)."""
+    """Ray gradients: the fused path gives origins and directions theirs, near, far and jitter none."""
     if isinstance(decoder, SDFDecoder):
-        rays = (call.origins, call.directions, call.near, call.far, call.jitter)
-        if any(t is not None and t.requires_grad for t in rays):
-            return "it gives ray tensors no gradient, and one of them requires grad"
+        return ray_gradients_unsupported(call, ("origins", "directions"))
     return None

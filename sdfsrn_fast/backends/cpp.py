@@ -24,8 +24,7 @@ import torch
 
 from ..models import SDFDecoder
 from ._instrument import record
-from ._ops import RenderCall, define_render_ops
-from .compiled import unsupported as _ray_gradients
+from ._ops import RenderCall, define_render_ops, ray_gradients_unsupported
 from .fused import assemble_grads, kept_samples
 
 __all__ = ["load", "render", "cpp_render", "BUILD"]
@@ -154,7 +153,7 @@ def unsupported(decoder, call: RenderCall) -> Optional[str]:
         return f"its tensors must be on the CPU, got {call.z.device}"
     if call.origins.dtype not in (torch.float32, torch.float64):
         return f"float32 or float64 rays, got {call.origins.dtype}"
-    return _ray_gradients(decoder, call)
+    return ray_gradients_unsupported(call)
 
 
 def auto_unsuited(decoder, call: RenderCall) -> Optional[str]:

@@ -18,7 +18,8 @@ inputs' dtype (:func:`mlp_forward`). Only :class:`~sdfsrn_fast.SDFDecoder` takes
 takes :func:`render_callable_chunked`, which autograds through the callable chunk by chunk (checkpointed).
 On CPU the kernels' float32 matmuls of width H go through oneDNN (:func:`linear`), which runs AVX-512 where
 aten's MKL may not.
-Ray inputs (origins, directions, near, far, jitter) get no gradient on the fused path.
+On the fused path ``origins`` and ``directions`` get gradients (``fused_backward(..., ray_grads=True)``: each kept
+sample's point gradient, summed along its ray, times t for the direction); near, far and jitter get none.
 
 Optionally (``Kernels.screen``; the compiled backend on CPUs with AMX) the forward first evaluates every sample in
 bfloat16 and recomputes in float32 only the samples that can move a silhouette by more than SCREEN_TOL
@@ -41,7 +42,8 @@ from ._ops import RenderCall, no_crossing
 from .reference import first_crossing, sample_points, soft_silhouette
 
 __all__ = ["fused_forward", "fused_backward", "kept_indices", "kept_samples", "sample_offsets", "refine_screened",
-           "sample_points_at", "assemble_grads", "render_callable_chunked", "chunk_size", "Kernels", "EAGER"]
+           "sample_points_at", "assemble_grads", "ray_gradients", "render_callable_chunked", "chunk_size", "Kernels",
+           "EAGER"]
 
 # Points per chunk, by device type. CPU: measured by `python -m sdfsrn_fast.bench --sweep-chunk` (no-grad
 # forward GFLOP/s at the study's width, 2-core Xeon, docs/performance.md). 2048 points keep a chunk's activations
@@ -100,8 +102,10 @@ def mlp_backward(p, c0, c2, g, W0p, W1, b1, W2h, W2p, W3, b3, w4, b4, activation
     """Recomputes one chunk and backpropagates ``g = dL/ds`` [n] by hand (precisions as in :func:`mlp_forward`;
     every gradient it returns is in the dtype of w4).
 
-    Returns ``(d0, dW0p, dW1, db1, d2, dW2h, dW2p, dW3, db3, dW4, db4)`` where d0, d2 [n, H] are the
-    pre-activation gradients of layers 1 and 3, to be summed per shape into the latent's share."""
+    Returns ``(d0, dW0p, dW1, db1, d2, dW2h, dW2p, dW3, db3, dW4, db4, dp)`` where d0, d2 [n, H] are the
+    pre-activation gradients of layers 1 and 3, to be summed per shape into the latent's share, and dp [n, 3] the
+    gradient with respect to the points (for ray gradients; two [n, H] x [H, 3] products, under 1% of the chunk's
+    work)."""
     low, out = W1.dtype, w4.dtype
     a0 = torch.addmm(c0, p, W0p.t())
     h0 = _act(a0, activation, beta).to(low)
@@ -122,7 +126,8 @@ def mlp_backward(p, c0, c2, g, W0p, W1, b1, W2h, W2p, W3, b3, w4, b4, activation
     dW1, db1 = (d1.t() @ h0).to(out), d1.sum(0, dtype=out)
     d0 = linear(d1, W1.t()).to(out) * _act_grad(a0, activation, beta)
     dW0p = d0.t() @ p
-    return d0, dW0p, dW1, db1, d2, dW2h, dW2p, dW3, db3, dW4, db4
+    dp = d0 @ W0p + d2 @ W2p
+    return d0, dW0p, dW1, db1, d2, dW2h, dW2p, dW3, db3, dW4, db4, dp
 
 
 def mlp_forward_gather(p, bidx, c0_shape, c2_shape, *weights_act):
@@ -377,10 +382,11 @@ def sample_offsets(idx, jitter, num_samples: int, dtype):
 
 
 @torch.no_grad()
-def fused_backward(kernels: Kernels, call: RenderCall, grad_sil, sil, sdf, lse) -> list:
+def fused_backward(kernels: Kernels, call: RenderCall, grad_sil, sil, sdf, lse, ray_grads: bool = False) -> list:
     """Gradients ``[dz, dW0, db0, ..., dW4, db4]`` of the loss whose gradient w.r.t. the silhouettes of
     :func:`fused_forward` is ``grad_sil`` [B, R] (``sil, sdf, lse``: that forward's outputs; see the module docstring
-    for what is kept and recomputed)."""
+    for what is kept and recomputed); with ``ray_grads`` followed by those of ``origins`` and ``directions``
+    [B, R, 3] (a sample's point is ``o + t d``, t fixed by near, far and its offset)."""
     B, R, S, H, z = call.batch, call.rays, call.num_samples, call.hidden, call.z
     rays, k, g_all = kept_samples(call, grad_sil, sil, sdf, lse)
     kept_points = sample_points_at(call.origins.reshape(-1, 3)[rays], call.directions.reshape(-1, 3)[rays],
@@ -392,17 +398,32 @@ def fused_backward(kernels: Kernels, call: RenderCall, grad_sil, sil, sdf, lse) 
     chunk = kernels.chunk or max(n, 1)
     dc0 = torch.zeros(B, H, dtype=z.dtype, device=z.device)
     dc2 = torch.zeros_like(dc0)
-    acc = None
+    acc, dp = None, []
     for start in _padded_chunks(n, chunk):
         bidx = _take(sample_b, start, chunk)
         out = kernels.backward(_take(kept_points, start, chunk), c0_shape[bidx], c2_shape[bidx],
                                _take(g_all, start, chunk), *kernel_weights, call.activation, call.beta)
-        d0, d2, rest = out[0], out[4], (out[1], *out[2:4], *out[5:])
+        d0, d2, rest = out[0], out[4], (out[1], *out[2:4], *out[5:11])
         dc0.index_add_(0, bidx, d0)  # padded rows have g = 0, hence d0 = d2 = 0
         dc2.index_add_(0, bidx, d2)
         acc = list(rest) if acc is None else [a + r for a, r in zip(acc, rest)]
+        if ray_grads:
+            dp.append(out[11][: min(chunk, n - start)])
     dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4 = acc
-    return assemble_grads(call, dc0, dc2, dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4)
+    grads = assemble_grads(call, dc0, dc2, dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4)
+    if ray_grads:
+        grads += ray_gradients(call, rays, k, torch.cat(dp))
+    return grads
+
+
+def ray_gradients(call: RenderCall, rays, k, dp) -> list:
+    """``[d origins, d directions]`` [B, R, 3] from the point gradients ``dp`` [n, 3] of samples on ``rays`` [n] at
+    offsets ``k`` [n] (:func:`kept_samples`): ``p = o + t d``, so each ray sums ``dp`` and ``t dp``."""
+    near, far = call.near.reshape(-1)[rays], call.far.reshape(-1)[rays]
+    t = near + k * ((far - near) / call.num_samples)
+    d_origins = call.origins.new_zeros(call.batch * call.rays, 3).index_add_(0, rays, dp.to(call.origins.dtype))
+    d_directions = torch.zeros_like(d_origins).index_add_(0, rays, (t[:, None] * dp).to(call.origins.dtype))
+    return [d_origins.view_as(call.origins), d_directions.view_as(call.directions)]
 
 
 def assemble_grads(call: RenderCall, dc0, dc2, dW0p, dW1, db1, dW2h, dW2p, dW3, db3, dW4, db4) -> list:

@@ -26,8 +26,7 @@ import torch
 from ..models import ACTIVATIONS, SDFDecoder
 from . import triton_version
 from ._instrument import launch, record, tuned
-from ._ops import RenderCall, define_render_ops, no_crossing
-from .compiled import unsupported as _ray_gradients
+from ._ops import RenderCall, define_render_ops, no_crossing, ray_gradients_unsupported
 from .fused import assemble_grads
 
 __all__ = ["render", "triton_render", "triton_forward", "triton_backward", "kernel_config", "interpreting",
@@ -70,7 +69,7 @@ def unsupported(decoder, call: RenderCall) -> Optional[str]:
                                        decoder.hidden_dim)
         if reason is not None:
             return reason
-    return _ray_gradients(decoder, call)
+    return ray_gradients_unsupported(call)
 
 
 def toolchain_unsupported(capability: tuple, version: tuple, hidden: int) -> Optional[str]:
