@@ -71,6 +71,26 @@ def test_symmetry_losses_vanish_exactly_for_symmetric_shapes():
     assert 0.005 < near < far
 
 
+def test_axes_prior_vanishes_only_for_shapes_aligned_with_the_axes():
+    """The axes prior (the mean over the three coordinate planes' reflections, as ``prior_terms`` computes it): 0 for
+    a box along the axes, positive for the same box turned, and its central term 0 for both."""
+    points = priors.ball_points(1, 2000, torch.Generator().manual_seed(0), "cpu")
+    half = torch.tensor([0.5, 0.3, 0.2])
+
+    def box(rot):
+        def f(z, p):
+            q = (p @ rot).abs() - half
+            return q.clamp_min(0).norm(dim=-1) + q.max(dim=-1).values.clamp_max(0)
+        return f
+
+    turn = torch.linalg.matrix_exp(torch.tensor([[0.0, -0.5, 0.2], [0.5, 0.0, -0.3], [-0.2, 0.3, 0.0]]))
+    maps = {"central": -torch.eye(3), "axes": train_mod.AXIS_MIRRORS}
+    aligned = train_mod.prior_terms(box(torch.eye(3)), None, {"symmetry": points}, maps, False)
+    turned = train_mod.prior_terms(box(turn), None, {"symmetry": points}, maps, False)
+    assert aligned["axes"] < 1e-12 and turned["axes"] > 1e-3
+    assert aligned["central"] < 1e-12 and turned["central"] < 1e-12
+
+
 def test_curvature_prior_closed_form_plane_sphere_lens():
     """A plane's normals never turn (0); a ball of radius r near its surface: E |grad f(p) - grad f(p + e u)|^2 =
     (2/3) e^2 / r^2 to first order; a lens (two balls intersected, the shape one view leaves open) turns more."""
@@ -138,9 +158,9 @@ def test_priors_written_out_gradient_equals_autograd(activation):
 
 def test_compiled_regularisers_equal_eager(tmp_path):
     """``compile=True``: one step's loss terms and gradients equal eager's, with every regulariser on (eikonal,
-    mirror, central, curvature) and a smooth activation."""
-    runs = [train_mod._setup(tiny(tmp_path / f"c{c}", compile=c, curvature_weight=1.0, activation="smoothrelu"),
-                             None, False, True) for c in (True, False)]
+    mirror, central, axes, curvature), a learned frame and a smooth activation."""
+    runs = [train_mod._setup(tiny(tmp_path / f"c{c}", compile=c, curvature_weight=1.0, activation="smoothrelu",
+                                  axes_weight=1.0, learned_frame=True), None, False, True) for c in (True, False)]
     runs[1].encoder.load_state_dict(runs[0].encoder.state_dict())
     runs[1].decoder.load_state_dict(runs[0].decoder.state_dict())
     for idx in (torch.arange(3),):
@@ -149,7 +169,8 @@ def test_compiled_regularisers_equal_eager(tmp_path):
             terms, loss = train_mod._losses(run, idx, torch.Generator().manual_seed(0), 0.02)
             out.append((torch.stack(terms), torch.autograd.grad(loss, run.params)))
         (t_c, g_c), (t_e, g_e) = out
-        assert (t_e[[1, 2, 3, 5]] > 0).all()
+        on = [train_mod.TERMS.index(name) for name in ("eikonal", "mirror", "central", "axes", "curvature")]
+        assert (t_e[on] > 0).all()
         torch.testing.assert_close(t_c, t_e, rtol=1e-4, atol=1e-7)
         for a, b in zip(g_c, g_e):
             torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6 * max(1.0, b.abs().max().item()))

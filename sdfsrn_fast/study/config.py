@@ -48,6 +48,10 @@ class Config:
     # point-symmetric about the origin (exact for all three built-in families).
     mirror_weight: float = 0.0
     central_weight: float = 0.0
+    # With --learned-frame: each shape mirror-symmetric about its frame's three coordinate planes (true of the three
+    # built-in families in their own frames; central symmetry is the three reflections composed). The decoder can
+    # only meet it and the images where the frame's axes lie along the shape's: a pull towards a consistent frame.
+    axes_weight: float = 0.0
     # The shading cue (docs/results.md): the predicted surface shaded with the dataset's light and shading model,
     # against the training image on the pixels both silhouettes cover, from epoch shading_from on (0: silhouette
     # supervision only, the study's own).
@@ -58,6 +62,9 @@ class Config:
     # one view, its shading and central symmetry allow (docs/results.md, the shading track).
     curvature_weight: float = 0.0
     curvature_points: int = 512  # of the eikonal points per shape, how many the curvature term pairs with partners
+    # A canonical frame per shape, predicted from its image by a second CNN (frames.py): the rays and the light turned
+    # into it before the decoder sees them; learned through the rays' gradients (docs/results.md, the decoder's frame).
+    learned_frame: bool = False
     fit_sphere_steps: int = 200
     init_radius: float = 0.45
     backend: str = "auto"
@@ -96,8 +103,9 @@ PRESETS = {
 # Fields that must match to resume a run from its checkpoint.
 RESUME_FIELDS = ("num_shapes", "data_seed", "dataset", "seed", "batch_size", "rays", "rays_per_step", "samples",
                  "hidden", "latent", "activation", "softplus_beta", "encoder", "lr", "tau_start", "tau_end",
-                 "tau_min_ratio", "eikonal_weight", "eikonal_points", "mirror_weight", "central_weight", "jitter",
-                 "grad_eps", "shading_weight", "shading_from", "shading_margin", "curvature_weight", "curvature_points")
+                 "tau_min_ratio", "eikonal_weight", "eikonal_points", "mirror_weight", "central_weight", "axes_weight", "jitter",
+                 "grad_eps", "shading_weight", "shading_from", "shading_margin", "curvature_weight", "curvature_points",
+                 "learned_frame")
 
 
 def supervision(shading_weight: float) -> str:
@@ -153,9 +161,12 @@ def check_config(cfg: Config) -> None:
         raise TrainError(f"unknown activation {cfg.activation!r}; choose one of {list(ACTIVATIONS)}")
     if cfg.precision not in PRECISIONS:
         raise TrainError(f"unknown precision {cfg.precision!r}; choose one of {list(PRECISIONS)}")
+    if cfg.learned_frame and cfg.backend in ("cpp", "triton"):
+        raise TrainError(f"--learned-frame learns through the rays' gradients, which backend {cfg.backend!r} does not "
+                         "give; use --backend auto, compiled or reference")
     if cfg.backend != "auto" and cfg.backend not in available_backends():
         raise TrainError(f"unknown or unavailable backend {cfg.backend!r}; available: {available_backends()}")
-    for name in ("rays_per_step", "eikonal_weight", "mirror_weight", "central_weight", "shading_weight",
+    for name in ("rays_per_step", "eikonal_weight", "mirror_weight", "central_weight", "axes_weight", "shading_weight",
                  "shading_from", "shading_margin", "curvature_weight"):
         if not getattr(cfg, name) >= 0:
             raise TrainError(f"{name} must be >= 0, got {getattr(cfg, name)}")

@@ -18,6 +18,7 @@ import torch
 from ..cameras import camera_frame
 from .config import TrainError, resolve_device
 from .data import FAMILIES, _silhouettes
+from .frames import frames_of
 from .priors import view_mirrors
 from .runs import load_data, load_run
 from .views import evaluate_novel_views, silhouette_iou
@@ -43,12 +44,15 @@ def _surface_points(sdf_grid: np.ndarray, n: int, max_points: int, rng: np.rando
 
 
 @torch.no_grad()
-def shape_metrics(decoder, z: torch.Tensor, ds, i: int, resolution: int = 64, max_points: int = 4000) -> dict:
+def shape_metrics(decoder, z: torch.Tensor, ds, i: int, resolution: int = 64, max_points: int = 4000,
+                  frame: torch.Tensor | None = None) -> dict:
     """Chamfer distance (mean of both directions' mean nearest-neighbour distances between marching-cubes
-    surface points) and volumetric IoU in [-1, 1]^3 of shape ``i`` predicted at latent ``z`` [L]."""
+    surface points) and volumetric IoU in [-1, 1]^3 of shape ``i`` predicted at latent ``z`` [L] (in its frame
+    [3, 3] where the run learned one: the decoder sees the world grid turned into it)."""
     device = z.device
     pts = _grid(resolution, device)
-    pred = torch.cat([decoder(z[None], p[None])[0] for p in pts.split(65536)]).cpu()
+    seen = pts if frame is None else pts @ frame
+    pred = torch.cat([decoder(z[None], p[None])[0] for p in seen.split(65536)]).cpu()
     gt = ds.sdf(i, pts.cpu())
     vol_iou = ((pred < 0) & (gt < 0)).sum().item() / max(((pred < 0) | (gt < 0)).sum().item(), 1)
     rng = np.random.default_rng(i)
@@ -70,7 +74,8 @@ def evaluate_run(run_dir, grid: int = 64, device: str = "cpu", progress: bool = 
     result = evaluate_novel_views(encoder, decoder, ds, cfg, dev)
     encoder.eval()
     with torch.no_grad():
-        z = encoder(ds.images.to(dev))
+        images = ds.images.to(dev)
+        z, frames = encoder(images), frames_of(encoder, images)
     per_shape = []
     it = range(len(ds))
     if progress:
@@ -81,7 +86,8 @@ def evaluate_run(run_dir, grid: int = 64, device: str = "cpu", progress: bool = 
         except ImportError:
             pass
     for i in it:
-        per_shape.append(dict(shape=i, family=ds.families[i], **shape_metrics(decoder, z[i], ds, i, grid)))
+        frame = None if frames is None else frames[i]
+        per_shape.append(dict(shape=i, family=ds.families[i], **shape_metrics(decoder, z[i], ds, i, grid, frame=frame)))
     for key in ("chamfer", "volume_iou"):
         vals = [r[key] for r in per_shape if np.isfinite(r[key])]
         result[key] = float(np.mean(vals)) if vals else float("nan")

@@ -12,6 +12,7 @@ import torch
 from ..models import Encoder, SDFDecoder
 from .config import Config, TrainError
 from .data import ShapeDataset, load_dataset, make_dataset
+from .frames import Framed
 from .views import EVAL_RESOLUTION
 
 __all__ = ["load_data", "build_encoder", "check_encoder", "save_atomic", "read_checkpoint", "load_run"]
@@ -28,7 +29,13 @@ def load_data(cfg: Config) -> ShapeDataset:
 
 
 def build_encoder(cfg: Config, encoder=None) -> torch.nn.Module:
-    """The default CNN, the module given, or ``cfg.encoder`` ("package.module:Class") imported and built."""
+    """The default CNN, the module given, or ``cfg.encoder`` ("package.module:Class") imported and built; with
+    ``cfg.learned_frame`` joined by the frame network (:class:`~.frames.Framed`)."""
+    encoder = _image_encoder(cfg, encoder)
+    return Framed(encoder, EVAL_RESOLUTION) if cfg.learned_frame and not isinstance(encoder, Framed) else encoder
+
+
+def _image_encoder(cfg: Config, encoder=None) -> torch.nn.Module:
     if encoder is not None:
         return encoder
     if not cfg.encoder:

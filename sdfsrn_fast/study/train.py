@@ -36,6 +36,7 @@ from ..backends.compiled import CompiledOrEager
 from .priors import ball_points, curvature_points, curvature_term, eikonal_term, field, symmetry_losses, view_mirrors
 from .runs import build_encoder, check_encoder, load_data, read_checkpoint, save_atomic
 from . import snapshots
+from .frames import frames_of, to_frame
 from .views import camera_rays, evaluate_novel_views
 
 __all__ = ["Config", "PRESETS", "TrainError", "TrainResult", "train", "preset_config", "tau_at", "lr_at", "main"]
@@ -186,7 +187,7 @@ def _resume(run: _Run) -> None:
 # ------------------------------------------------------------------------------------------- one epoch
 
 # The loss terms of a step, as the metrics rows name them (each row holds their means over the epoch's shapes).
-TERMS = ("train_mse", "eikonal", "mirror", "central", "shading", "curvature")
+TERMS = ("train_mse", "eikonal", "mirror", "central", "axes", "shading", "curvature")
 
 
 def _allreduce_grads(params, world: int) -> None:
@@ -280,10 +281,15 @@ def _losses(run: _Run, idx: torch.Tensor, g: torch.Generator, tau: float, shade:
     the shading term (the render then gives the surface too)."""
     cfg, device, decoder = run.cfg, run.device, run.decoder
     idx_d = idx.to(device)
-    z = run.encoder(run.images[idx_d])
+    images = run.images[idx_d]
+    z, frame = run.encoder(images), frames_of(run.encoder, images)
     batch_rays, target, (colors, interior) = _step_rays(cfg, run.rays, run.targets, idx_d, g,
                                                           (run.colors, run.interior))
+    batch_rays = to_frame(batch_rays, frame)  # each shape in its own frame (--learned-frame), light and mirrors too
     lights = run.ds.lights.to(device)[idx_d]
+    mirrors = run.mirrors[idx_d]
+    if frame is not None:
+        lights, mirrors = (lights[:, None] @ frame)[:, 0], frame.transpose(1, 2) @ mirrors @ frame
     jitter = (torch.rand(target.shape, generator=g) - 0.5).to(device) if cfg.jitter else None
     out = render(decoder, z, *batch_rays, num_samples=cfg.samples, tau=tau, tau_min=tau * cfg.tau_min_ratio,
                  grad_eps=cfg.grad_eps, jitter=jitter, backend=cfg.backend, surface=shade)
@@ -293,7 +299,7 @@ def _losses(run: _Run, idx: torch.Tensor, g: torch.Generator, tau: float, shade:
     if shade:
         terms["shading"] = shading_loss(out, target, colors, lights, run.ds.ambient, run.ds.diffuse, interior)
         loss = loss + cfg.shading_weight * terms["shading"]
-    points, maps = prior_points(cfg, run.mirrors[idx_d], g, device)
+    points, maps = prior_points(cfg, mirrors, g, device)
     priors = run.priors(decoder, z, points, maps, cfg.eikonal_weight > 0, curvature_pairs(cfg))
     for name, value in priors.items():
         loss = loss + getattr(cfg, f"{name}_weight") * value
@@ -302,12 +308,16 @@ def _losses(run: _Run, idx: torch.Tensor, g: torch.Generator, tau: float, shade:
     return [terms.get(name, zero) for name in TERMS], loss  # a term off logs 0
 
 
+# The reflections across the three coordinate planes, [3, 3, 3]: the axes prior's maps.
+AXIS_MIRRORS = torch.diag_embed(1 - 2 * torch.eye(3))
+
+
 def prior_points(cfg: Config, mirrors: torch.Tensor, g: torch.Generator, device):
     """The random points of one step's regularisers (only those with a weight above 0: a prior off costs no decoder
     call) for :func:`prior_terms`, and the symmetry maps of the priors on, by name (``mirrors``: the shapes' view
     mirrors). The curvature term pairs the eikonal term's points with partners, so one gradient serves both."""
     B, P = mirrors.shape[0], cfg.eikonal_points
-    maps = {"mirror": mirrors, "central": -torch.eye(3, device=device)}
+    maps = {"mirror": mirrors, "central": -torch.eye(3, device=device), "axes": AXIS_MIRRORS.to(device)}
     maps = {k: m for k, m in maps.items() if getattr(cfg, f"{k}_weight") > 0}
     points = {}
     if cfg.eikonal_weight > 0 or cfg.curvature_weight > 0:
@@ -326,7 +336,7 @@ def curvature_pairs(cfg: Config) -> int:
 
 
 def prior_terms(decoder, z, points: dict, maps: dict, eikonal_on: bool, pairs: int = 0) -> dict:
-    """The regularisers' unweighted values by name (eikonal, mirror, central, curvature) at the points of
+    """The regularisers' unweighted values by name (eikonal, mirror, central, axes, curvature) at the points of
     :func:`prior_points` (the curvature term on if ``pairs`` > 0: the last that many ball points are
     partners). Tensor code only (the xyz gradients written out, no double backward), so that training runs it as
     one ``torch.compile`` graph (``Config.compile``)."""
@@ -337,8 +347,10 @@ def prior_terms(decoder, z, points: dict, maps: dict, eikonal_on: bool, pairs: i
             terms["eikonal"] = eikonal_term(grad[:, : grad.shape[1] - pairs])
         if pairs:
             terms["curvature"] = curvature_term(f, grad, pairs=pairs)
-    if maps:
-        terms.update(zip(maps, symmetry_losses(decoder, z, points["symmetry"], list(maps.values()))))
+    if maps:  # "axes" is three maps [3, 3, 3], its term their mean; the others one map each
+        groups = {name: (m.unbind(0) if name == "axes" else (m,)) for name, m in maps.items()}
+        losses = iter(symmetry_losses(decoder, z, points["symmetry"], [m for g in groups.values() for m in g]))
+        terms.update({name: sum(next(losses) for _ in g) / len(g) for name, g in groups.items()})
     return terms
 
 

@@ -9,6 +9,7 @@ from .. import render
 from ..cameras import orbit_rays, sphere_near_far
 from .config import Config
 from .data import FAMILIES, ShapeDataset, shading
+from .frames import frames_of, normals_to_world, to_frame
 
 __all__ = ["EVAL_RESOLUTION", "camera_rays", "predict_silhouettes", "predict_surfaces", "shaded", "silhouette_iou",
            "surface_errors", "evaluate_novel_views"]
@@ -30,16 +31,21 @@ def predict_surfaces(encoder, decoder, ds: ShapeDataset, indices, az, el, cfg: C
     (silhouette, depth, normal, hit), each [len(indices), V, res, res (, 3)], on the CPU; with ``surface=False``
     the silhouettes alone."""
     encoder.eval()
-    z_all = encoder(ds.images[list(indices)].to(device))
+    images = ds.images[list(indices)].to(device)
+    z_all, frame_all = encoder(images), frames_of(encoder, images)
     encoder.train()
     V = az.shape[1]
     z = z_all.repeat_interleave(V, dim=0)
+    frames = None if frame_all is None else frame_all.repeat_interleave(V, dim=0)
     rays = camera_rays(ds, az.reshape(-1), el.reshape(-1), resolution, device)
     out = []
     for s in range(0, z.shape[0], batch_views):
-        part = [t[s : s + batch_views] for t in rays]
+        frame = None if frames is None else frames[s : s + batch_views]
+        part = to_frame([t[s : s + batch_views] for t in rays], frame)
         r = render(decoder, z[s : s + batch_views], *part, num_samples=cfg.eval_samples, tau=cfg.tau_end,
                    tau_min=cfg.tau_end * cfg.tau_min_ratio, backend=cfg.backend, surface=surface)
+        if surface and frame is not None:
+            r = r._replace(normal=normals_to_world(r.normal, frame))
         out.append(r if surface else (r,))
     shape = (len(indices), V, resolution, resolution)
     joined = [torch.cat(parts).reshape(*shape, -1).squeeze(-1).cpu() for parts in zip(*out)]
