@@ -65,6 +65,7 @@ class Config:
     # A canonical frame per shape, predicted from its image by a second CNN (frames.py): the rays and the light turned
     # into it before the decoder sees them; learned through the rays' gradients (docs/results.md, the decoder's frame).
     learned_frame: bool = False
+    frame_lr_scale: float = 1.0  # the frame network's learning rate, as a multiple of lr
     fit_sphere_steps: int = 200
     init_radius: float = 0.45
     backend: str = "auto"
@@ -105,7 +106,7 @@ RESUME_FIELDS = ("num_shapes", "data_seed", "dataset", "seed", "batch_size", "ra
                  "hidden", "latent", "activation", "softplus_beta", "encoder", "lr", "tau_start", "tau_end",
                  "tau_min_ratio", "eikonal_weight", "eikonal_points", "mirror_weight", "central_weight", "axes_weight", "jitter",
                  "grad_eps", "shading_weight", "shading_from", "shading_margin", "curvature_weight", "curvature_points",
-                 "learned_frame")
+                 "learned_frame", "frame_lr_scale")
 
 
 def supervision(shading_weight: float) -> str:
@@ -174,7 +175,7 @@ def check_config(cfg: Config) -> None:
                  "eikonal_points", "curvature_points"):
         if getattr(cfg, name) < 1:
             raise TrainError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("lr", "tau_start", "tau_end", "tau_min_ratio"):
+    for name in ("lr", "tau_start", "tau_end", "tau_min_ratio", "frame_lr_scale"):
         if not getattr(cfg, name) > 0:
             raise TrainError(f"{name} must be > 0, got {getattr(cfg, name)}")
 

@@ -36,7 +36,7 @@ from ..backends.compiled import CompiledOrEager
 from .priors import ball_points, curvature_points, curvature_term, eikonal_term, field, symmetry_losses, view_mirrors
 from .runs import build_encoder, check_encoder, load_data, read_checkpoint, save_atomic
 from . import snapshots
-from .frames import frames_of, to_frame
+from .frames import Framed, frames_of, to_frame
 from .views import camera_rays, evaluate_novel_views
 
 __all__ = ["Config", "PRESETS", "TrainError", "TrainResult", "train", "preset_config", "tau_at", "lr_at", "main"]
@@ -136,7 +136,7 @@ def _setup(cfg: Config, encoder, resume: bool, overwrite: bool) -> _Run:
     run = _Run(cfg, out, rank, world, device, ds, images, camera_rays(ds, ds.azimuth, ds.elevation, cfg.rays, device),
                targets, colors, interior,
                view_mirrors(camera_frame(ds.azimuth, ds.elevation, ds.distance)[0]).to(device),
-               autocast_dtype(cfg, device), encoder, decoder, params, torch.optim.Adam(params, lr=cfg.lr))
+               autocast_dtype(cfg, device), encoder, decoder, params, _optimizer(cfg, encoder, decoder))
     run.scaler = torch.amp.GradScaler(device.type, enabled=run.amp_dtype == torch.float16)
     run.priors = CompiledOrEager(prior_terms, "the training's regularisers") if cfg.compile else prior_terms
     if resume:
@@ -144,7 +144,7 @@ def _setup(cfg: Config, encoder, resume: bool, overwrite: bool) -> _Run:
     else:
         if cfg.fit_sphere_steps > 0:
             decoder.fit_sphere(radius=cfg.init_radius, steps=cfg.fit_sphere_steps, seed=cfg.seed)
-            run.opt = torch.optim.Adam(params, lr=cfg.lr)  # fresh moments after the fit
+            run.opt = _optimizer(cfg, encoder, decoder)  # fresh moments after the fit
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
@@ -158,6 +158,16 @@ def _setup(cfg: Config, encoder, resume: bool, overwrite: bool) -> _Run:
         for p in params:
             dist.broadcast(p.data, 0)
     return run
+
+
+def _optimizer(cfg: Config, encoder, decoder) -> torch.optim.Optimizer:
+    """Adam over encoder and decoder; a learned frame's network in a group of its own, its learning rate
+    ``cfg.frame_lr_scale`` times the schedule's (each group's ``scale``)."""
+    frame = list(encoder.frame_net.parameters()) if isinstance(encoder, Framed) else []
+    ids = {id(p) for p in frame}
+    rest = [p for p in list(encoder.parameters()) + list(decoder.parameters()) if id(p) not in ids]
+    groups = [dict(params=rest, scale=1.0)] + ([dict(params=frame, scale=cfg.frame_lr_scale)] if frame else [])
+    return torch.optim.Adam([dict(g, lr=cfg.lr * g["scale"]) for g in groups], lr=cfg.lr)
 
 
 def _resume(run: _Run) -> None:
@@ -359,7 +369,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
     cfg = run.cfg
     tau = tau_at(cfg, epoch)
     for group in run.opt.param_groups:
-        group["lr"] = lr_at(cfg, epoch)
+        group["lr"] = lr_at(cfg, epoch) * group.get("scale", 1.0)
     batches, g = _batches(cfg, len(run.ds), epoch, run.rank, run.world)
     loss_sum, count = torch.zeros(len(TERMS), dtype=torch.float64), 0
     for idx in batches:
