@@ -122,3 +122,16 @@ def test_learned_frame_run_trains_its_frame_and_resumes(tmp_path):
     assert angle < 90  # small steps from the identity
     with pytest.raises(TrainError, match="rays' gradients"):
         train(tiny(tmp_path / "cpp", learned_frame=True, backend="cpp"), progress=False)
+
+
+def test_frame_network_learns_at_its_own_rate(tmp_path):
+    """``--frame-lr-scale K``: the frame network in an Adam group of its own whose learning rate stays K times the
+    schedule's through an epoch; every other parameter in the first group."""
+    run = train_mod._setup(tiny(tmp_path / "run", learned_frame=True, frame_lr_scale=10.0), None, False, True)
+    groups = run.opt.param_groups
+    assert [g["scale"] for g in groups] == [1.0, 10.0]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in run.encoder.frame_net.parameters()}
+    assert sum(len(g["params"]) for g in groups) == len(run.params)
+    train_mod._train_epoch(run, 5)
+    assert groups[0]["lr"] == pytest.approx(train_mod.lr_at(run.cfg, 5))
+    assert groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"])
