@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from ..models import Encoder
 
-__all__ = ["rotation_6d", "Framed", "frames_of", "to_frame", "normals_to_world"]
+__all__ = ["rotation_6d", "Framed", "frames_of", "to_frame", "normals_to_world", "light_and_mirrors_to_frame"]
 
 IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
@@ -67,6 +67,16 @@ def to_frame(rays, frame: Optional[torch.Tensor]):
     o, d, *rest = rays
     with torch.autocast(o.device.type, enabled=False):  # the rays keep their dtype under autocast
         return (o @ frame.to(o.dtype), d @ frame.to(d.dtype), *rest)
+
+
+def light_and_mirrors_to_frame(lights: torch.Tensor, mirrors: torch.Tensor, frame: Optional[torch.Tensor]):
+    """Light directions [B, 3] and view mirrors [B, 3, 3] in each shape's frame (``l R``, ``R^T M R``), in their
+    dtype also under autocast (None: unchanged)."""
+    if frame is None:
+        return lights, mirrors
+    with torch.autocast(lights.device.type, enabled=False):
+        frame = frame.to(lights.dtype)
+        return (lights[:, None] @ frame)[:, 0], frame.transpose(1, 2) @ mirrors @ frame
 
 
 def normals_to_world(normal: torch.Tensor, frame: Optional[torch.Tensor]) -> torch.Tensor:

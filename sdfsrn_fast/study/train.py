@@ -36,7 +36,7 @@ from ..backends.compiled import CompiledOrEager
 from .priors import ball_points, curvature_points, curvature_term, eikonal_term, field, symmetry_losses, view_mirrors
 from .runs import build_encoder, check_encoder, load_data, read_checkpoint, save_atomic
 from . import snapshots
-from .frames import Framed, frames_of, to_frame
+from .frames import Framed, frames_of, light_and_mirrors_to_frame, to_frame
 from .views import camera_rays, evaluate_novel_views
 
 __all__ = ["Config", "PRESETS", "TrainError", "TrainResult", "train", "preset_config", "tau_at", "lr_at", "main"]
@@ -296,10 +296,7 @@ def _losses(run: _Run, idx: torch.Tensor, g: torch.Generator, tau: float, shade:
     batch_rays, target, (colors, interior) = _step_rays(cfg, run.rays, run.targets, idx_d, g,
                                                           (run.colors, run.interior))
     batch_rays = to_frame(batch_rays, frame)  # each shape in its own frame (--learned-frame), light and mirrors too
-    lights = run.ds.lights.to(device)[idx_d]
-    mirrors = run.mirrors[idx_d]
-    if frame is not None:
-        lights, mirrors = (lights[:, None] @ frame)[:, 0], frame.transpose(1, 2) @ mirrors @ frame
+    lights, mirrors = light_and_mirrors_to_frame(run.ds.lights.to(device)[idx_d], run.mirrors[idx_d], frame)
     jitter = (torch.rand(target.shape, generator=g) - 0.5).to(device) if cfg.jitter else None
     out = render(decoder, z, *batch_rays, num_samples=cfg.samples, tau=tau, tau_min=tau * cfg.tau_min_ratio,
                  grad_eps=cfg.grad_eps, jitter=jitter, backend=cfg.backend, surface=shade)
