@@ -135,3 +135,21 @@ def test_frame_network_learns_at_its_own_rate(tmp_path):
     train_mod._train_epoch(run, 5)
     assert groups[0]["lr"] == pytest.approx(train_mod.lr_at(run.cfg, 5))
     assert groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"])
+
+
+def test_light_and_mirrors_stay_float32_under_autocast():
+    """The light and the view mirrors turned into the frame keep float32 inside a bfloat16 autocast region (as the
+    rays do): ``l R`` and ``R^T M R`` to float32 round-off."""
+    from sdfsrn_fast.study.frames import light_and_mirrors_to_frame, to_frame
+
+    rot = rotation_6d(torch.randn(4, 6, generator=torch.Generator().manual_seed(2)))
+    light = torch.nn.functional.normalize(torch.randn(4, 3, generator=torch.Generator().manual_seed(3)), dim=-1)
+    mirror = torch.diag(torch.tensor([1.0, 1.0, -1.0])).expand(4, 3, 3)
+    rays = (torch.randn(4, 5, 3), torch.randn(4, 5, 3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        l_f, m_f = light_and_mirrors_to_frame(light, mirror, rot)
+        o_f, d_f = to_frame(rays, rot)
+    assert {t.dtype for t in (l_f, m_f, o_f, d_f)} == {torch.float32}
+    torch.testing.assert_close(l_f, torch.einsum("bi,bij->bj", light, rot))
+    torch.testing.assert_close(m_f, rot.transpose(1, 2) @ mirror @ rot)
+    torch.testing.assert_close(o_f, rays[0] @ rot)
