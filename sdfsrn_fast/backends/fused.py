@@ -280,8 +280,12 @@ def sample_points_at(origins, directions, near, far, k, num_samples: int) -> tor
     """``p = o + t d`` with ``t = near + k (far - near) / S`` for per-sample offsets ``k`` (``index + 0.5`` plus
     any jitter), broadcasting: forward and backward compute their points with these same operations, so a sample
     recomputed in backward sits exactly where forward evaluated it."""
-    t = near + k * ((far - near) / num_samples)
-    return origins + t[..., None] * directions
+    return origins + sample_depths(near, far, k, num_samples)[..., None] * directions
+
+
+def sample_depths(near, far, k, num_samples: int) -> torch.Tensor:
+    """``t = near + k (far - near) / S`` of :func:`sample_points_at` (its ray gradients use the same t)."""
+    return near + k * ((far - near) / num_samples)
 
 
 def _tail(jitter, rows):
@@ -419,8 +423,7 @@ def fused_backward(kernels: Kernels, call: RenderCall, grad_sil, sil, sdf, lse, 
 def ray_gradients(call: RenderCall, rays, k, dp) -> list:
     """``[d origins, d directions]`` [B, R, 3] from the point gradients ``dp`` [n, 3] of samples on ``rays`` [n] at
     offsets ``k`` [n] (:func:`kept_samples`): ``p = o + t d``, so each ray sums ``dp`` and ``t dp``."""
-    near, far = call.near.reshape(-1)[rays], call.far.reshape(-1)[rays]
-    t = near + k * ((far - near) / call.num_samples)
+    t = sample_depths(call.near.reshape(-1)[rays], call.far.reshape(-1)[rays], k, call.num_samples)
     d_origins = call.origins.new_zeros(call.batch * call.rays, 3).index_add_(0, rays, dp.to(call.origins.dtype))
     d_directions = torch.zeros_like(d_origins).index_add_(0, rays, (t[:, None] * dp).to(call.origins.dtype))
     return [d_origins.view_as(call.origins), d_directions.view_as(call.directions)]

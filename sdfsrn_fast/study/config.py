@@ -104,9 +104,9 @@ PRESETS = {
 # Fields that must match to resume a run from its checkpoint.
 RESUME_FIELDS = ("num_shapes", "data_seed", "dataset", "seed", "batch_size", "rays", "rays_per_step", "samples",
                  "hidden", "latent", "activation", "softplus_beta", "encoder", "lr", "tau_start", "tau_end",
-                 "tau_min_ratio", "eikonal_weight", "eikonal_points", "mirror_weight", "central_weight", "axes_weight", "jitter",
-                 "grad_eps", "shading_weight", "shading_from", "shading_margin", "curvature_weight", "curvature_points",
-                 "learned_frame", "frame_lr_scale")
+                 "tau_min_ratio", "eikonal_weight", "eikonal_points", "mirror_weight", "central_weight", "axes_weight",
+                 "jitter", "grad_eps", "shading_weight", "shading_from", "shading_margin", "curvature_weight",
+                 "curvature_points", "learned_frame", "frame_lr_scale")
 
 
 def supervision(shading_weight: float) -> str:
