@@ -229,22 +229,24 @@ def test_fitted_sphere_on_every_backend():
     x_true = o + t_true[..., None] * d
     c = -(x_true / r * d).sum(-1)
     rows = ((disc > 0) & (c >= 0.5)).reshape(-1)
+    x_rows, t_rows = x_true.reshape(-1, 3)[rows], t_true.reshape(-1)[rows]
     with torch.no_grad():
-        f, g = dec.sdf_and_gradient(z, x_true.reshape(-1, 3)[rows], torch.zeros(int(rows.sum()), dtype=torch.long))
+        f, g = dec.sdf_and_gradient(z, x_rows, torch.zeros(int(rows.sum()), dtype=torch.long))
     e = f.abs().max().item()
-    grad_angle = torch.arccos(torch.nn.functional.cosine_similarity(g, x_true.reshape(-1, 3)[rows]).clamp(-1, 1))
+    grad_angle = torch.arccos(torch.nn.functional.cosine_similarity(g, x_rows).clamp(-1, 1))
     dt = ((far - near) / S).reshape(-1)[rows]
     cr = c.reshape(-1)[rows]
     depth_bound = dt**2 / (8 * (r - dt) * (cr - dt / (r - dt))) + 2 * e / cr
     normal_bound = 2 * grad_angle.max() + depth_bound / (r - dt)
     assert rows.sum() > 50 and e < 0.02
-    checked = [t[:, rows] for t in (o, d, near, far, valid)]  # only these rays (each marches alone): triton's
-    for backend in CPU_BACKENDS:                                  # CPU interpreter pays per ray
+    # only the checked rays are rendered (each marches alone): triton's CPU interpreter pays per ray
+    checked = [t[:, rows] for t in (o, d, near, far, valid)]
+    for backend in CPU_BACKENDS:
         out = render(dec, z, *checked, num_samples=S, backend=backend, surface=True)
         assert out.hit.all(), backend
-        err = (out.depth[0] - t_true.reshape(-1)[rows]).abs()
+        err = (out.depth[0] - t_rows).abs()
         assert (err <= depth_bound).all(), (backend, (err / depth_bound).max())
-        angle = torch.arccos((out.normal[0] * x_true.reshape(-1, 3)[rows] / r).sum(-1).clamp(-1, 1))
+        angle = torch.arccos((out.normal[0] * x_rows / r).sum(-1).clamp(-1, 1))
         assert (angle <= normal_bound + 1e-4).all(), (backend, (angle / normal_bound).max())
 
 
