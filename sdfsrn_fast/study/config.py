@@ -66,6 +66,9 @@ class Config:
     # into it before the decoder sees them; learned through the rays' gradients (docs/results.md, the decoder's frame).
     learned_frame: bool = False
     frame_lr_scale: float = 1.0  # the frame network's learning rate, as a multiple of lr
+    # A frame per shape fitted once to its training image instead: a box or an ellipsoid proxy (the built-in families'
+    # forms) fitted to its silhouette and shading, the better one's axes (proxies.py; kept in the checkpoint).
+    proxy_frame: bool = False
     fit_sphere_steps: int = 200
     init_radius: float = 0.45
     backend: str = "auto"
@@ -95,18 +98,19 @@ PRESETS = {
     # central-symmetry prior held harder instead of the mirror prior, which contradicts shading, and the curvature
     # prior against the lens-shaped and extruded shapes that one view allows, on 128 pairs a shape; the shading
     # compared 2 pixels or more inside the true contour, where a silhouette off by a pixel would mix background
-    # into it; the regularisers compiled (docs/results.md, the shading track).
+    # into it; the regularisers compiled; each shape seen in the frame of a box or ellipsoid proxy fitted to its
+    # image (docs/results.md, the shading track).
     "shading": dict(epochs=300, rays=64, rays_per_step=1024, samples=32, hidden=128, eval_samples=64, eval_every=100,
                     mirror_weight=0.0, central_weight=10.0, precision="auto", activation="smoothrelu",
                     softplus_beta=100.0, shading_weight=1.0, shading_from=50, shading_margin=2,
-                    curvature_weight=1.0, curvature_points=128, compile=True),
+                    curvature_weight=1.0, curvature_points=128, compile=True, proxy_frame=True),
 }
 # Fields that must match to resume a run from its checkpoint.
 RESUME_FIELDS = ("num_shapes", "data_seed", "dataset", "seed", "batch_size", "rays", "rays_per_step", "samples",
                  "hidden", "latent", "activation", "softplus_beta", "encoder", "lr", "tau_start", "tau_end",
                  "tau_min_ratio", "eikonal_weight", "eikonal_points", "mirror_weight", "central_weight", "axes_weight",
                  "jitter", "grad_eps", "shading_weight", "shading_from", "shading_margin", "curvature_weight",
-                 "curvature_points", "learned_frame", "frame_lr_scale")
+                 "curvature_points", "learned_frame", "frame_lr_scale", "proxy_frame")
 
 
 def supervision(shading_weight: float) -> str:
@@ -162,6 +166,8 @@ def check_config(cfg: Config) -> None:
         raise TrainError(f"unknown activation {cfg.activation!r}; choose one of {list(ACTIVATIONS)}")
     if cfg.precision not in PRECISIONS:
         raise TrainError(f"unknown precision {cfg.precision!r}; choose one of {list(PRECISIONS)}")
+    if cfg.learned_frame and cfg.proxy_frame:
+        raise TrainError("--learned-frame and --proxy-frame are two sources of one frame: choose one")
     if cfg.learned_frame and cfg.backend in ("cpp", "triton"):
         raise TrainError(f"--learned-frame learns through the rays' gradients, which backend {cfg.backend!r} does not "
                          "give; use --backend auto, compiled or reference")

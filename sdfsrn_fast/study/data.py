@@ -18,7 +18,7 @@ import torch
 
 from ..cameras import camera_frame, orbit_rays
 
-__all__ = ["FAMILIES", "ShapeDataset", "make_dataset", "load_dataset", "camera_light", "shading"]
+__all__ = ["FAMILIES", "ShapeDataset", "make_dataset", "load_dataset", "camera_light", "shading", "shading_error"]
 
 FAMILIES = ("sphere", "box", "ellipsoid")
 DEFAULT_DISTANCE = 2.5
@@ -223,6 +223,15 @@ def shading(normal: torch.Tensor, hit: torch.Tensor, light: torch.Tensor, ambien
     light = light.to(normal.dtype)
     lambert = (normal @ light if light.dim() == 1 else (normal * light).sum(-1)).clamp_min(0)
     return torch.where(hit, ambient + diffuse * lambert, torch.zeros_like(lambert))
+
+
+def shading_error(shade: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
+    """How far colours [..., R, 3] are from the shading ``shade`` [..., R] (0 off the surface) times the albedo [..., 3]
+    that fits them best (least squares over the R rays, without gradient: estimated from the image, never read from
+    the dataset): the squared error per ray [..., R], summed over RGB."""
+    with torch.no_grad():
+        albedo = (shade[..., None] * colors).sum(-2) / (shade * shade).sum(-1).clamp_min(1e-6)[..., None]
+    return ((albedo[..., None, :] * shade[..., None] - colors) ** 2).sum(-1)
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:

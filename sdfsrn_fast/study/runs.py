@@ -12,7 +12,7 @@ import torch
 from ..models import Encoder, SDFDecoder
 from .config import Config, TrainError
 from .data import ShapeDataset, load_dataset, make_dataset
-from .frames import Framed
+from .frames import Framed, ProxyFramed
 from .views import EVAL_RESOLUTION
 
 __all__ = ["load_data", "build_encoder", "check_encoder", "save_atomic", "read_checkpoint", "load_run"]
@@ -30,9 +30,14 @@ def load_data(cfg: Config) -> ShapeDataset:
 
 def build_encoder(cfg: Config, encoder=None) -> torch.nn.Module:
     """The default CNN, the module given, or ``cfg.encoder`` ("package.module:Class") imported and built; with
-    ``cfg.learned_frame`` joined by the frame network (:class:`~.frames.Framed`)."""
+    ``cfg.learned_frame`` joined by the frame network (:class:`~.frames.Framed`), with ``cfg.proxy_frame`` by a
+    table of fitted frames (:class:`~.frames.ProxyFramed`, empty until set or loaded)."""
     encoder = _image_encoder(cfg, encoder)
-    return Framed(encoder, EVAL_RESOLUTION) if cfg.learned_frame and not isinstance(encoder, Framed) else encoder
+    if isinstance(encoder, (Framed, ProxyFramed)):
+        return encoder
+    if cfg.learned_frame:
+        return Framed(encoder, EVAL_RESOLUTION)
+    return ProxyFramed(encoder) if cfg.proxy_frame else encoder
 
 
 def _image_encoder(cfg: Config, encoder=None) -> torch.nn.Module:

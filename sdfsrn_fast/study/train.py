@@ -31,12 +31,13 @@ from ..cameras import camera_frame
 from ..models import SDFDecoder
 from .config import (RESUME_FIELDS, Config, PRESETS, TrainError, autocast_dtype, check_config, preset_config,
                      resolve_device, resolve_precision)
-from .data import FAMILIES, ShapeDataset, shading
+from .data import FAMILIES, ShapeDataset, shading, shading_error
 from ..backends.compiled import CompiledOrEager
 from .priors import ball_points, curvature_points, curvature_term, eikonal_term, field, symmetry_losses, view_mirrors
 from .runs import build_encoder, check_encoder, load_data, read_checkpoint, save_atomic
 from . import snapshots
 from .frames import Framed, frames_of, light_and_mirrors_to_frame, to_frame
+from .proxies import fit_proxy_frames
 from .views import camera_rays, evaluate_novel_views
 
 __all__ = ["Config", "PRESETS", "TrainError", "TrainResult", "train", "preset_config", "tau_at", "lr_at", "main"]
@@ -79,6 +80,9 @@ def training_targets(ds: ShapeDataset, resolution: int) -> torch.Tensor:
                         for i in range(len(ds))]).reshape(len(ds), -1)
 
 
+PROXY_FILE = "proxy_frames.json"  # --proxy-frame: each training image's proxy, its loss and half-axes, the fit's time
+
+
 @dataclass
 class _Run:
     """A run in progress: settings, data on the device, the modules and the optimizer, and what was done so far."""
@@ -107,7 +111,7 @@ class _Run:
     priors: object = None  # prior_terms, compiled where cfg.compile
 
 
-def _setup(cfg: Config, encoder, resume: bool, overwrite: bool) -> _Run:
+def _setup(cfg: Config, encoder, resume: bool, overwrite: bool, progress: bool = False) -> _Run:
     """Checks the settings, builds data, modules and optimizer, and resumes or starts the run directory."""
     check_config(cfg)
     rank, world, local_rank = _dist_setup()
@@ -149,6 +153,8 @@ def _setup(cfg: Config, encoder, resume: bool, overwrite: bool) -> _Run:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
             (out / "metrics.jsonl").write_text("")
+        if cfg.proxy_frame:
+            _fit_proxy_frames(run, progress)
     if rank == 0 and cfg.snapshot_every > 0:
         path = out / snapshots.FILE
         run.snaps = snapshots.load(path, run.start_epoch) if resume and path.is_file() else snapshots.plan(ds)
@@ -158,6 +164,19 @@ def _setup(cfg: Config, encoder, resume: bool, overwrite: bool) -> _Run:
         for p in params:
             dist.broadcast(p.data, 0)
     return run
+
+
+def _fit_proxy_frames(run: _Run, progress: bool) -> None:
+    """``--proxy-frame``: each training image's frame from its fitted proxy, set in the encoder (every rank fits
+    alike), and what was fitted in ``proxy_frames.json``."""
+    t0 = time.time()
+    fit = fit_proxy_frames(run.ds, seed=run.cfg.seed, progress=progress and run.rank == 0)
+    run.encoder.set_frames(run.images, fit.frames.to(run.device))
+    if run.rank == 0:
+        images = [dict(shape=i, proxy=p, loss=round(l, 6), half_axes=[round(h, 4) for h in half])
+                  for i, (p, l, half) in enumerate(zip(fit.proxy, fit.loss.tolist(), fit.half_axes.tolist()))]
+        (run.out / PROXY_FILE).write_text(json.dumps(dict(fit_time_s=round(time.time() - t0, 1), images=images),
+                                                     indent=1))
 
 
 def _optimizer(cfg: Config, encoder, decoder) -> torch.optim.Optimizer:
@@ -263,10 +282,7 @@ def shading_loss(out, target: torch.Tensor, colors: torch.Tensor, lights: torch.
     image to the predicted shading on those rays, without gradient (estimated from the image, never read from the
     dataset). ``interior`` [B, n] bool: the rays the loss may use (default all inside the true silhouette)."""
     mask = out.hit & (target > 0.5 if interior is None else interior)
-    s = shading(out.normal, mask, lights[:, None, :], ambient, diffuse)  # [B, n], 0 off the mask
-    with torch.no_grad():
-        albedo = (s[..., None] * colors).sum(1) / (s * s).sum(1).clamp_min(1e-6)[:, None]
-    err = ((albedo[:, None, :] * s[..., None] - colors) ** 2).sum(-1)
+    err = shading_error(shading(out.normal, mask, lights[:, None, :], ambient, diffuse), colors)  # [B, n]
     return torch.where(mask, err, 0).sum() / mask.sum().clamp_min(1)
 
 
@@ -406,6 +422,8 @@ def _finish(run: _Run, wall_time: float) -> dict:
     cfg, out = run.cfg, run.out
     summary = dict(run.history[-1]) if run.history else {}
     summary["wall_time_s"] = wall_time
+    if (out / PROXY_FILE).is_file():  # before the epochs, not in their wall time
+        summary["proxy_fit_time_s"] = json.loads((out / PROXY_FILE).read_text())["fit_time_s"]
     summary["epochs"] = cfg.epochs
     if run.rank == 0:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -453,7 +471,7 @@ def train(config: Config, encoder: Optional[torch.nn.Module] = None, resume: boo
         overwrite: start afresh even where ``config.out`` holds a run; without it, that is an error (so that a
             forgotten ``--resume`` never replaces a run's checkpoint).
     """
-    run = _setup(config, encoder, resume, overwrite)
+    run = _setup(config, encoder, resume, overwrite, progress)
     cfg = run.cfg
     bar = _progress_bar(run, progress)
     t_start = time.time()
