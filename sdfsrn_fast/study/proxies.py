@@ -74,7 +74,7 @@ def proxy_losses(proxy: str, rot, half, o, d, silhouette, colors, light, ambient
     return ((sil - silhouette) ** 2).mean(-1), torch.where(mask, err, 0).sum(-1) / mask.sum(-1).clamp_min(1)
 
 
-def fit_proxy_frames(ds: ShapeDataset, starts: int = 16, steps: int = 300, stride: int = 2, chunk: int = 10,
+def fit_proxy_frames(ds: ShapeDataset, starts: int = 8, steps: int = 200, stride: int = 2, chunk: int = 10,
                      seed: int = 0, progress: bool = False) -> ProxyFit:
     """Fits a box and an ellipsoid to each training image of ``ds`` (its silhouette and colours at every ``stride``-th
     pixel of each row and column, seen by its training camera in its light), from ``starts`` random rotations each,
