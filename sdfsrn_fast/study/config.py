@@ -113,9 +113,11 @@ RESUME_FIELDS = ("num_shapes", "data_seed", "dataset", "seed", "batch_size", "ra
                  "curvature_points", "learned_frame", "frame_lr_scale", "proxy_frame")
 
 
-def supervision(shading_weight: float) -> str:
-    """How a run is supervised, as its page, figures and the README label it."""
-    return "silhouette + shading, one view" if shading_weight > 0 else "silhouette only, one view"
+def supervision(shading_weight: float, proxy_frame: bool = False) -> str:
+    """How a run is supervised, as its page, figures and the README label it (the proxies' frames too: they know
+    the built-in families' forms)."""
+    label = "silhouette + shading, one view" if shading_weight > 0 else "silhouette only, one view"
+    return label + "; box / ellipsoid proxy frames" if proxy_frame else label
 
 
 class TrainError(RuntimeError):

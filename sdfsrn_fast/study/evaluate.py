@@ -8,7 +8,9 @@ latent and compared with the analytic shape by Chamfer distance (between surface
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from .priors import view_mirrors
 from .runs import load_data, load_run
 from .views import evaluate_novel_views, silhouette_iou
 
-__all__ = ["shape_metrics", "evaluate_run", "view_aligned_ellipsoid_iou", "mirror_union_iou", "main"]
+__all__ = ["shape_metrics", "cube_rotations", "frame_error", "evaluate_run", "view_aligned_ellipsoid_iou", "mirror_union_iou", "main"]
 
 
 def _grid(n: int, device) -> torch.Tensor:
@@ -66,6 +68,26 @@ def shape_metrics(decoder, z: torch.Tensor, ds, i: int, resolution: int = 64, ma
     return {"chamfer": chamfer, "volume_iou": vol_iou}
 
 
+def cube_rotations() -> torch.Tensor:
+    """The 24 rotations that map a cube onto itself [24, 3, 3]: the frames that see a box alike."""
+    mats = []
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1.0, -1.0), repeat=3):
+            m = torch.zeros(3, 3, dtype=torch.float64)
+            m[range(3), perm] = torch.tensor(signs, dtype=torch.float64)
+            if torch.linalg.det(m) > 0:
+                mats.append(m)
+    return torch.stack(mats)
+
+
+def frame_error(true: torch.Tensor, found: torch.Tensor) -> float:
+    """Degrees between a shape's true frame and a found one [3, 3] (columns: axes), the nearer of the found frame's
+    24 turns by :func:`cube_rotations` (a frame's axes may be named and signed any way)."""
+    turned = true.double().T @ found.double() @ cube_rotations()
+    trace = torch.diagonal(turned, dim1=-2, dim2=-1).sum(-1).max()
+    return math.degrees(math.acos(((trace - 1) / 2).clamp(-1, 1)))
+
+
 def evaluate_run(run_dir, grid: int = 64, device: str = "cpu", progress: bool = True, encoder=None) -> dict:
     """All metrics of a run (also written to RUN_DIR/eval.json); ``encoder``: see :func:`load_run`."""
     dev = resolve_device(device)
@@ -88,6 +110,12 @@ def evaluate_run(run_dir, grid: int = 64, device: str = "cpu", progress: bool = 
     for i in it:
         frame = None if frames is None else frames[i]
         per_shape.append(dict(shape=i, family=ds.families[i], **shape_metrics(decoder, z[i], ds, i, grid, frame=frame)))
+        if frame is not None and ds.families[i] != "sphere":  # a sphere's frame is any
+            per_shape[-1]["frame_error"] = frame_error(ds.rotations[i], frame.cpu())
+    for fam in ("box", "ellipsoid"):
+        errors = [r["frame_error"] for r in per_shape if r["family"] == fam and "frame_error" in r]
+        if errors:
+            result[f"frame_error_{fam}"] = float(np.mean(errors))
     for key in ("chamfer", "volume_iou"):
         vals = [r[key] for r in per_shape if np.isfinite(r[key])]
         result[key] = float(np.mean(vals)) if vals else float("nan")
@@ -176,6 +204,9 @@ def _table(r: dict) -> str:
         lines.append(f"{fam:<10} {r[f'novel_mse{sfx}']:>10.4f} {r[f'novel_iou{sfx}']:>10.3f} "
                      f"{r.get(f'novel_depth_error{sfx}', nan):>10.4f} {r.get(f'novel_normal_error{sfx}', nan):>10.1f}d "
                      f"{r.get(f'chamfer{sfx}', nan):>9.4f} {r.get(f'volume_iou{sfx}', nan):>8.3f}")
+    frames = [f"{fam} {r[f'frame_error_{fam}']:.1f} deg" for fam in ("box", "ellipsoid") if f"frame_error_{fam}" in r]
+    if frames:
+        lines.append("frames from the true axes (mean, mod the cube's rotations): " + ", ".join(frames))
     return "\n".join(lines)
 
 

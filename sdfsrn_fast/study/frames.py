@@ -22,7 +22,8 @@ from torch.nn import functional as F
 
 from ..models import Encoder
 
-__all__ = ["rotation_6d", "Framed", "ProxyFramed", "frames_of", "to_frame", "normals_to_world", "light_and_mirrors_to_frame"]
+__all__ = ["rotation_6d", "Framed", "ProxyFramed", "frames_of", "image_keys", "to_frame", "normals_to_world",
+           "light_and_mirrors_to_frame"]
 
 IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
@@ -95,8 +96,8 @@ class ProxyFramed(nn.Module):
         gap, idx = (keys[:, None] - self.keys[None]).abs().min(1)
         unknown = gap > 1e-6 * keys.abs().clamp_min(1)
         if unknown.any():
-            raise ValueError(f"no frame for image(s) {unknown.nonzero()[:, 0].tolist()} of this batch: ProxyFramed knows "
-                             f"only the {len(self.keys)} images given to set_frames")
+            raise ValueError(f"no frame for image(s) {unknown.nonzero()[:, 0].tolist()} of this batch: ProxyFramed "
+                             f"knows only the {len(self.keys)} images given to set_frames")
         return self.table[idx]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

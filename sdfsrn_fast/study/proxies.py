@@ -6,7 +6,7 @@ ellipsoids), so a run with them uses that knowledge; docs/results.md, the decode
 
 Both proxies are ray-cast in closed form and made soft at the contour (a sigmoid of the ray's depth inside the box, or
 of how far inside the ellipsoid it passes), so the fit needs no decoder and no render: every start of every image in
-one batch, a few seconds an image on a 2-core CPU.
+one batch: 56 s for the 50 built-in shapes on a 2-core CPU (docs/results.md).
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def fit_proxy_frames(ds: ShapeDataset, starts: int = 8, steps: int = 200, stride
         loss, j = loss.detach().min(1)
         better = loss < best["loss"][s:e]
         rows = torch.arange(e - s)
-        for key, value in (("loss", loss), ("frames", rot.detach()[rows, j]), ("half", log_half.detach()[rows, j].exp())):
+        found = dict(loss=loss, frames=rot.detach()[rows, j], half=log_half.detach()[rows, j].exp())
+        for key, value in found.items():
             best[key][s:e] = torch.where(better.reshape(-1, *[1] * (value.dim() - 1)), value, best[key][s:e])
         best["proxy"][s:e] = [proxy if b else p for b, p in zip(better.tolist(), best["proxy"][s:e])]
     return ProxyFit(best["frames"], best["half"], best["proxy"], best["loss"])

@@ -69,7 +69,7 @@ def page_data(run_dir) -> dict:
     b64 = lambda a: base64.b64encode(np.ascontiguousarray(a, dtype=np.uint8).tobytes()).decode()  # noqa: E731
     return dict(
         run=str(run_dir.resolve().name), preset=config.get("preset"), precision=config.get("precision"),
-        supervision=supervision(config.get("shading_weight", 0.0)),
+        supervision=supervision(config.get("shading_weight", 0.0), config.get("proxy_frame", False)),
         epochs_total=config.get("epochs"), resolution=snaps.resolution, views=V,
         shapes=[dict(index=int(i), family=f) for i, f in zip(snaps.shapes, snaps.families)],
         ring_degrees=[round(360.0 * v / V, 1) for v in range(V)],
