@@ -128,6 +128,9 @@ def test_proxy_frame_run_fits_once_keeps_its_frames_and_resumes(tmp_path, monkey
     assert eval_main([str(run), "--grid", "16", "--no-progress"]) == 0
     evaluated = json.loads((run / "eval.json").read_text())
     assert 0 <= evaluated["frame_error_box"] <= 63 and "frame_error" in evaluated["per_shape"][1]
+    from sdfsrn_fast.study.report import page_data
+
+    assert page_data(run)["supervision"] == "silhouette + shading, one view; box / ellipsoid proxy frames"
     with pytest.raises(TrainError, match="choose one"):
         train(tiny(tmp_path / "both", learned_frame=True, proxy_frame=True), progress=False)
     train(tiny(tmp_path / "cpp", epochs=1, proxy_frame=True, backend="cpp"), progress=False)

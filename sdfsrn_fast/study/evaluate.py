@@ -25,7 +25,8 @@ from .priors import view_mirrors
 from .runs import load_data, load_run
 from .views import evaluate_novel_views, silhouette_iou
 
-__all__ = ["shape_metrics", "cube_rotations", "frame_error", "evaluate_run", "view_aligned_ellipsoid_iou", "mirror_union_iou", "main"]
+__all__ = ["shape_metrics", "cube_rotations", "frame_error", "evaluate_run", "view_aligned_ellipsoid_iou",
+           "mirror_union_iou", "main"]
 
 
 def _grid(n: int, device) -> torch.Tensor:

@@ -81,8 +81,8 @@ def make_figures(out, encoder, decoder, ds, cfg, device, history) -> list:
             axes[0, v].set_title("train view" if v == 0 else f"novel {v}", fontsize=8)
         for row, name in enumerate(("predicted", "ground truth", "predicted surface", "true surface")):
             axes[row, 0].set_ylabel(name, fontsize=8)
-        fig.suptitle(f"{fam} (shape {i}), {supervision(cfg.shading_weight, cfg.proxy_frame)}: training view and 6 novel angles; "
-                     "silhouettes, then surfaces shaded with the training light", fontsize=9)
+        fig.suptitle(f"{fam} (shape {i}), {supervision(cfg.shading_weight, cfg.proxy_frame)}: training view and 6 "
+                     "novel angles; silhouettes, then surfaces shaded with the training light", fontsize=9)
         fig.tight_layout()
         path = out / f"views_{fam}.png"
         fig.savefig(path, dpi=110)
