@@ -48,9 +48,9 @@ class Config:
     # point-symmetric about the origin (exact for all three built-in families).
     mirror_weight: float = 0.0
     central_weight: float = 0.0
-    # With --learned-frame: each shape mirror-symmetric about its frame's three coordinate planes (true of the three
-    # built-in families in their own frames; central symmetry is the three reflections composed). The decoder can
-    # only meet it and the images where the frame's axes lie along the shape's: a pull towards a consistent frame.
+    # Each shape mirror-symmetric about its frame's three coordinate planes (true of the three built-in families in
+    # their own frames; central symmetry is the three reflections composed). With --proxy-frame the frames lie along
+    # the shapes' axes (the shading preset); with --learned-frame it is a pull towards a consistent frame.
     axes_weight: float = 0.0
     # The shading cue (docs/results.md): the predicted surface shaded with the dataset's light and shading model,
     # against the training image on the pixels both silhouettes cover, from epoch shading_from on (0: silhouette
@@ -94,14 +94,14 @@ PRESETS = {
     # The original study: 50 shapes, 64x64, 64 samples per ray, hidden 256, latent 128, 300 epochs.
     "study": dict(epochs=300, rays=64, samples=64, hidden=256, eval_samples=64, eval_every=50),
     # Silhouette + shading, one view: the quick preset with the shading loss after a silhouette-only start, a smooth
-    # decoder (smoothrelu: smooth normals at nearly ReLU's cost; ReLU's normals are piecewise constant), the
-    # central-symmetry prior held harder instead of the mirror prior, which contradicts shading, and the curvature
-    # prior against the lens-shaped and extruded shapes that one view allows, on 128 pairs a shape; the shading
-    # compared 2 pixels or more inside the true contour, where a silhouette off by a pixel would mix background
-    # into it; the regularisers compiled; each shape seen in the frame of a box or ellipsoid proxy fitted to its
-    # image (docs/results.md, the shading track).
+    # decoder (smoothrelu: smooth normals at nearly ReLU's cost; ReLU's normals are piecewise constant), each shape
+    # seen in the frame of a box or ellipsoid proxy fitted to its image and held symmetric about that frame's three
+    # planes (instead of the mirror prior, which contradicts shading), the curvature prior against the lens-shaped
+    # and extruded shapes that one view allows, on 128 pairs a shape; the shading compared 2 pixels or more inside
+    # the true contour, where a silhouette off by a pixel would mix background into it; the regularisers compiled
+    # (docs/results.md, the shading track).
     "shading": dict(epochs=300, rays=64, rays_per_step=1024, samples=32, hidden=128, eval_samples=64, eval_every=100,
-                    mirror_weight=0.0, central_weight=10.0, precision="auto", activation="smoothrelu",
+                    mirror_weight=0.0, axes_weight=10.0, precision="auto", activation="smoothrelu",
                     softplus_beta=100.0, shading_weight=1.0, shading_from=50, shading_margin=2,
                     curvature_weight=1.0, curvature_points=128, compile=True, proxy_frame=True),
 }
