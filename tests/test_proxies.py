@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sdfsrn_fast.study import train as train_mod
+from sdfsrn_fast.study.config import preset_config
 from sdfsrn_fast.study.data import make_dataset
 from sdfsrn_fast.study.evaluate import cube_rotations, frame_error
 from sdfsrn_fast.study.frames import ProxyFramed, frames_of
@@ -110,8 +111,12 @@ def test_proxy_frame_run_fits_once_keeps_its_frames_and_resumes(tmp_path, monkey
     monkeypatch.setattr(train_mod, "fit_proxy_frames", quick_fit)
     run = tmp_path / "run"
     result = train(tiny(run, epochs=2, proxy_frame=True, shading_weight=1.0, shading_from=1, rays=64,
-                        rays_per_step=100, activation="smoothrelu"), progress=False)
+                        rays_per_step=100, activation="smoothrelu", axes_weight=1.0), progress=False)
     assert calls == [6]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["axes"] > 0 and rows[-1]["shading"] > 0  # the shading preset's terms: the three planes in the frame
+    preset = preset_config("shading", out=str(run))
+    assert preset.proxy_frame and preset.axes_weight > 0 and preset.central_weight == 0
     fitted = json.loads((run / "proxy_frames.json").read_text())
     assert len(fitted["images"]) == 6 and {r["proxy"] for r in fitted["images"]} <= {"box", "ellipsoid"}
     assert result.summary["proxy_fit_time_s"] == fitted["fit_time_s"]
